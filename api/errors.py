@@ -1,0 +1,116 @@
+"""One JSON error shape everywhere: ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from checkpoints import StoreUnavailable
+from supportgraph.service import SessionNotFound
+
+log = logging.getLogger("supportgraph.api")
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid session token"},
+    404: {"description": "Unknown session"},
+    413: {"description": "Request body too large"},
+    422: {"description": "Invalid input"},
+    503: {"description": "Database unavailable"},
+}
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    """A response in the API's error shape."""
+    body = {
+        "error": {
+            "code": code or _CODES.get(status, "error"),
+            "message": message,
+            "details": details,
+        }
+    }
+    return JSONResponse(jsonable_encoder(body), status_code=status, headers=headers)
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    details = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        details.append(
+            {"field": ".".join(loc), "message": err.get("msg", ""), "type": err.get("type", "")}
+        )
+    return details
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map validation errors, HTTP errors and domain exceptions to the one shape."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(exc)
+        where = ", ".join(f"{d['field']}: {d['message']}" for d in details[:3])
+        return error_response(422, f"invalid input ({where})", details=details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(
+            exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(SessionNotFound)
+    async def _not_found(_: Request, exc: SessionNotFound) -> JSONResponse:
+        return error_response(404, "session not found")
+
+    @app.exception_handler(StoreUnavailable)
+    async def _unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        log.error("database unavailable", extra={"error": str(exc)[:200]})
+        return error_response(
+            503, "the database is unavailable; try again shortly", headers={"Retry-After": "5"}
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        if _is_db_error(exc):
+            log.error("database error", extra={"error": type(exc).__name__})
+            return error_response(
+                503, "the database is unavailable; try again shortly", headers={"Retry-After": "5"}
+            )
+        log.exception("unhandled error")
+        return error_response(500, "internal error", code="internal_error")
+
+
+def _is_db_error(exc: BaseException) -> bool:
+    import sqlite3
+
+    import psycopg
+    import psycopg_pool
+
+    return isinstance(
+        exc, psycopg.OperationalError | psycopg_pool.PoolTimeout | sqlite3.OperationalError
+    )

@@ -1,0 +1,31 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import ServiceDep
+from api.errors import error_response
+from api.schemas import Health
+from checkpoints import StoreUnavailable
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health)
+async def health() -> Health:
+    """The process is up."""
+    return Health(status="healthy")
+
+
+@router.get(
+    "/ready", response_model=Health, responses={503: {"description": "Database unavailable"}}
+)
+async def ready(service: ServiceDep) -> Health | JSONResponse:
+    """The database answers."""
+    try:
+        await service.store.ping()
+    except StoreUnavailable:
+        return error_response(503, "the database is unavailable", details={"database": "down"})
+    return Health(status="ready", database=service.store.backend)

@@ -1,0 +1,54 @@
+"""Customer-facing routes: chat and the session transcript."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import OwnedSession, ServiceDep, TokensDep, TokenSession, authorize
+from api.errors import ERROR_RESPONSES
+from api.schemas import ChatRequest, ChatResponse, SessionResponse, TranscriptMessage
+from supportgraph.logs import session_id_var
+
+router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESPONSES)
+
+
+@router.post("/chat", response_model=ChatResponse)
+async def chat(
+    body: ChatRequest, service: ServiceDep, tokens: TokensDep, token_session: TokenSession
+) -> ChatResponse:
+    """Send a customer message; without ``session_id`` a new session starts."""
+    if body.session_id is None:
+        session_id = await service.new_session()
+    else:
+        authorize(body.session_id, token_session)
+        session_id = body.session_id
+    session_id_var.set(session_id)
+    result = await service.turn(session_id, body.message)
+    return ChatResponse(
+        session_id=session_id,
+        session_token=tokens.issue(session_id),
+        reply=result.reply,
+        intent=result.intent,
+        status=result.status,  # type: ignore[arg-type]
+        citations=result.citations,  # type: ignore[arg-type]
+        route=result.route,
+        usage=result.usage,  # type: ignore[arg-type]
+    )
+
+
+@router.get("/sessions/{session_id}", response_model=SessionResponse)
+async def get_session(session_id: OwnedSession, service: ServiceDep) -> SessionResponse:
+    """The session's whole transcript and state."""
+    view = await service.view(session_id)
+    return SessionResponse(
+        session_id=session_id,
+        status=view.session.status,  # type: ignore[arg-type]
+        intent=view.session.intent,
+        pack_version=view.session.pack_version,
+        slots=view.slots,
+        escalation=view.escalation,  # type: ignore[arg-type]
+        messages=[
+            TranscriptMessage(role=m.role, content=m.content, created_at=m.created_at)  # type: ignore[arg-type]
+            for m in view.messages
+        ],
+    )

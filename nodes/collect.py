@@ -1,0 +1,132 @@
+"""``collect_info``: gather the slots an intent needs, validate them, ask for what is missing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graphs.state import SupportState
+from nodes.common import (
+    customer_texts,
+    latest_customer_text,
+    model_messages,
+    say,
+    step,
+    tried,
+    usage_of,
+)
+from nodes.context import SupportContext, deps
+from supportgraph.llm import structured
+from supportgraph.slots import extract_from, validate
+
+EXTRACT_PROMPT = """Extract the details below from what the customer wrote in this conversation.
+Copy each value exactly as the customer wrote it; leave a detail empty (null) if the customer
+has not given it. Never invent or complete a value. Details wanted:
+{wanted}"""
+
+
+async def collect_info(state: SupportState, runtime: Runtime[SupportContext]) -> dict[str, Any]:
+    """Fill the current intent's slots from the conversation; ask for what is still missing."""
+    ctx = deps(runtime)
+    intent = ctx.pack.intents[str(state.get("intent"))]
+    usage = usage_of(state)
+    have = dict(state.get("slots") or {})
+    candidates = await _candidates(state, ctx, intent.slots, have, usage)
+
+    accepted: dict[str, str] = {}
+    errors: dict[str, str] = {}
+    for name, raw in candidates.items():
+        checked = validate(ctx.pack.spec.slots[name], raw)
+        if checked.error is None:
+            accepted[name] = checked.value
+        elif name not in have and raw in latest_customer_text(state):
+            # Only a value given in this message is re-asked with a reason.
+            errors[name] = checked.error
+    have.update(accepted)
+    missing = [s for s in intent.slots if s not in have]
+    failures = state.get("failures", 0) + (1 if errors else 0)
+    update: dict[str, Any] = {
+        "route": step(state, "collect_info"),
+        "usage": usage,
+        "slots": accepted,
+        "missing": missing,
+        "slot_errors": errors,
+        "failures": failures,
+    }
+    if errors and failures >= ctx.pack.spec.escalation.max_failures:
+        what = f"{intent.name}: invalid {', '.join(errors)} {failures} times"
+        return {
+            **update,
+            "tried": tried(state, what),
+            "handoff_reason": "repeated_failure",
+            "next_node": "escalate_human",
+        }
+    if not missing:
+        return {**update, "status": "active", "next_node": "resolve"}
+    lines = [
+        ctx.pack.message("invalid_value", slot=_label(ctx, n), reason=r) for n, r in errors.items()
+    ]
+    lines.append(" ".join(ctx.pack.spec.slots[n].prompt for n in missing))
+    if state.get("route", [])[-1:] == ["handle_faq"]:
+        lines.insert(0, ctx.pack.message("faq_miss"))
+    return {
+        **update,
+        **say(state, ctx, "\n".join(lines)),
+        "status": "awaiting_info",
+        "next_node": "end",
+    }
+
+
+def _label(ctx: SupportContext, slot: str) -> str:
+    spec = ctx.pack.spec.slots[slot]
+    return spec.description or slot.replace("_", " ")
+
+
+async def _candidates(
+    state: SupportState,
+    ctx: SupportContext,
+    names: list[str],
+    have: dict[str, str],
+    usage: dict[str, int],
+) -> dict[str, str]:
+    """Raw values for the intent's slots: from the model, else the pack's patterns."""
+    slots = ctx.pack.spec.slots
+    text = latest_customer_text(state)
+    if ctx.models is not None:
+        wanted = "\n".join(f"- {n}: {slots[n].description or slots[n].prompt}" for n in names)
+        result = await structured(
+            ctx.models.extract,
+            ctx.schemas["slots"],
+            model_messages(EXTRACT_PROMPT.format(wanted=wanted), state, ctx),
+            usage,
+            purpose="extract",
+            method=ctx.models.method,
+        )
+        if result is not None:
+            values = {n: getattr(result, n, None) for n in names}
+            return {
+                n: str(v)
+                for n, v in values.items()
+                if v not in (None, "") and str(v) != have.get(n)
+            }
+    pattern_slots = [n for n in names if slots[n].type == "pattern" or slots[n].extract]
+    found = extract_from(slots, pattern_slots, customer_texts(state))
+    # The latest message's own values win over earlier turns'.
+    found.update(extract_from(slots, pattern_slots, [text]))
+    asked = state.get("missing") or []
+    if state.get("status") == "awaiting_info" and asked:
+        for name in asked:
+            if (
+                slots[name].type == "text"
+                and name not in found
+                and not _gave_other(found, have, name)
+            ):
+                found[name] = text
+                break
+    return {n: v for n, v in found.items() if v != have.get(n)}
+
+
+def _gave_other(found: dict[str, str], have: dict[str, str], name: str) -> bool:
+    """Whether this message brought values for other slots (then it is not the free-text answer)."""
+    return any(k != name and have.get(k) != v for k, v in found.items())

@@ -1,0 +1,63 @@
+"""Small helpers the nodes share: the reply, the route, the usage and the conversation texts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+
+from graphs.state import SupportState
+from nodes.context import SupportContext
+from supportgraph.llm import empty_usage
+
+MAX_TRIED = 10
+
+
+def say(state: SupportState, ctx: SupportContext, text: str) -> dict[str, Any]:
+    """The update that answers the customer with ``text`` (greeting first on a new thread)."""
+    if not state.get("greeted"):
+        text = f"{ctx.pack.spec.greeting}\n\n{text}"
+    return {"reply": text, "greeted": True, "messages": [AIMessage(content=text)]}
+
+
+def step(state: SupportState, name: str) -> list[str]:
+    """The route so far with this node appended."""
+    return [*state.get("route", []), name]
+
+
+def usage_of(state: SupportState) -> dict[str, int]:
+    """A mutable copy of this turn's usage."""
+    return dict(state.get("usage") or empty_usage())
+
+
+def tried(state: SupportState, what: str) -> list[str]:
+    """The bounded list of what the bot tried, with ``what`` added."""
+    return [*state.get("tried", []), what][-MAX_TRIED:]
+
+
+def latest_customer_text(state: SupportState) -> str:
+    """The customer's latest message."""
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, HumanMessage):
+            return str(message.content)
+    return ""
+
+
+def customer_texts(state: SupportState) -> list[str]:
+    """The customer's messages in the window, oldest first."""
+    return [str(m.content) for m in state.get("messages", []) if isinstance(m, HumanMessage)]
+
+
+def model_messages(
+    system: str, state: SupportState, ctx: SupportContext, *, extra: str = ""
+) -> list[AnyMessage]:
+    """System prompt (pack prompt, summary, slots) followed by the recent window."""
+    parts = [system]
+    if ctx.pack.spec.system_prompt:
+        parts.append(ctx.pack.spec.system_prompt)
+    if state.get("summary"):
+        parts.append(f"Conversation summary: {state['summary']}")
+    if extra:
+        parts.append(extra)
+    window = [m for m in state.get("messages", []) if isinstance(m, HumanMessage | AIMessage)]
+    return [SystemMessage(content="\n\n".join(parts)), *window]

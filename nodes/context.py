@@ -1,0 +1,101 @@
+"""``SupportContext``: everything a node may use, injected through LangGraph's ``Runtime``."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from functools import cached_property, lru_cache
+from typing import Any
+
+from langgraph.runtime import Runtime
+from langgraph.store.base import BaseStore
+from pydantic import BaseModel
+
+from supportgraph.actions import REGISTRY, ActionType, RequestSink
+from supportgraph.llm import Models
+from supportgraph.local.intents import IntentClassifier
+from supportgraph.pack import Pack, load_pack
+from supportgraph.retrieval import FaqIndex
+from supportgraph.settings import Settings
+
+
+@dataclass(kw_only=True)
+class SupportContext:
+    """The domain pack, the brains (model and local mode), retrieval, actions and storage."""
+
+    pack: Pack
+    faq_index: FaqIndex
+    classifier: IntentClassifier
+    low_confidence: float
+    models: Models | None = None
+    requests: RequestSink | None = None
+    actions: Mapping[str, ActionType] = field(default_factory=lambda: dict(REGISTRY))
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, requests: RequestSink | None = None, pack: Pack | None = None
+    ) -> SupportContext:
+        """Load the pack, fit the local mode and build the models the settings name."""
+        pack = pack or load_pack(settings.pack_path)
+        threshold = settings.low_confidence
+        if threshold is None:
+            threshold = pack.spec.escalation.low_confidence
+        return cls(
+            pack=pack,
+            faq_index=FaqIndex(pack.faq),
+            classifier=IntentClassifier(pack.intent_examples()),
+            low_confidence=threshold,
+            models=Models.from_settings(settings),
+            requests=requests,
+        )
+
+    @cached_property
+    def schemas(self) -> dict[str, type[BaseModel]]:
+        """The pack's structured-output models (built once)."""
+        from nodes.schemas import build_schemas
+
+        return build_schemas(self.pack)
+
+
+def deps(runtime: Runtime[Any]) -> SupportContext:
+    """The node's dependencies.
+
+    Edges pass ``context=SupportContext(...)``. A run without one (LangGraph Studio, whose
+    server builds the context from the run's JSON) gets a context built lazily from the
+    environment's settings, with requests written to the server's store.
+    """
+    ctx = runtime.context
+    if isinstance(ctx, SupportContext):
+        return ctx
+    if ctx is not None and not isinstance(ctx, dict):
+        raise TypeError(f"the support graph needs a SupportContext, got {type(ctx).__name__}")
+    ctx = _default_context()
+    if ctx.requests is None and runtime.store is not None:
+        return replace(ctx, requests=StoreRequestSink(runtime.store))
+    return ctx
+
+
+@lru_cache(maxsize=1)
+def _default_context() -> SupportContext:
+    return SupportContext.from_settings(Settings())
+
+
+class StoreRequestSink:
+    """Requests written to a LangGraph store (used where the LangGraph server owns storage)."""
+
+    def __init__(self, store: BaseStore) -> None:
+        self.store = store
+
+    async def create_request(
+        self, *, session_id: str, kind: str, data: dict[str, Any], idempotency_key: str
+    ) -> str:
+        """Store the request once per idempotency key; return its id."""
+        namespace = ("supportgraph", "requests", session_id or "unknown")
+        existing = await self.store.aget(namespace, idempotency_key)
+        if existing is not None:
+            return str(existing.value["id"])
+        request_id = "R-" + secrets.token_hex(4).upper()
+        value = {"id": request_id, "kind": kind, "data": data, "status": "open"}
+        await self.store.aput(namespace, idempotency_key, value)
+        return request_id

@@ -1,0 +1,125 @@
+"""``resolve``: run the intent's action with the slots; data-changing actions need a yes first."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from langgraph.runtime import Runtime
+
+from graphs.state import SupportState
+from nodes.common import say, step, tried
+from nodes.context import SupportContext, deps
+from supportgraph.actions import ActionCall, ActionResult
+
+log = logging.getLogger("supportgraph.resolve")
+
+
+async def resolve(state: SupportState, runtime: Runtime[SupportContext]) -> dict[str, Any]:
+    """Confirm, cancel or run the pending action, or prepare the intent's action."""
+    ctx = deps(runtime)
+    update: dict[str, Any] = {"route": step(state, "resolve")}
+    pending = state.get("pending_action")
+    if pending is not None:
+        answer = state.get("confirmation", "none")
+        if answer == "no":
+            reply = ctx.pack.message("cancelled")
+            what = f"{pending['intent']}: cancelled by the customer"
+            return {
+                **update,
+                **say(state, ctx, reply),
+                "pending_action": None,
+                "slots": None,
+                "status": "active",
+                "tried": tried(state, what),
+                "next_node": "end",
+            }
+        if answer != "yes":
+            reply = f"{pending['description']}\n{ctx.pack.message('confirm_unclear')}"
+            return {
+                **update,
+                **say(state, ctx, reply),
+                "status": "awaiting_info",
+                "next_node": "end",
+            }
+        result = await _run(state, ctx, pending["intent"], pending["slots"], execute=True)
+        return {**update, "pending_action": None, **_outcome(state, ctx, pending["intent"], result)}
+    intent = str(state.get("intent"))
+    result = await _run(state, ctx, intent, dict(state.get("slots") or {}), execute=False)
+    if result.status == "confirm":
+        action = ctx.pack.intents[intent].action or ""
+        pending = {
+            "intent": intent,
+            "action": action,
+            "slots": dict(state.get("slots") or {}),
+            "description": result.reply,
+        }
+        return {
+            **update,
+            **say(state, ctx, result.reply),
+            "pending_action": pending,
+            "status": "awaiting_info",
+            "missing": [],
+            "next_node": "end",
+        }
+    return {**update, **_outcome(state, ctx, intent, result)}
+
+
+async def _run(
+    state: SupportState, ctx: SupportContext, intent: str, slots: dict[str, str], *, execute: bool
+) -> ActionResult:
+    """Prepare or execute the intent's action; any error becomes a 'failed' result."""
+    spec = ctx.pack.intents[intent]
+    if spec.action is None:
+        return ActionResult("done", ctx.pack.message("cancelled"))
+    named = ctx.pack.spec.actions[spec.action]
+    kind = ctx.actions[named.uses]
+    params = kind.params_model.model_validate(named.params)
+    call = ActionCall(
+        pack=ctx.pack,
+        slots=slots,
+        session_id=str(state.get("session_id", "")),
+        idempotency_key=f"{state.get('session_id', '')}:{state.get('turn', 0)}:{spec.action}",
+        requests=ctx.requests,
+    )
+    try:
+        return await (kind.execute(params, call) if execute else kind.prepare(params, call))
+    except Exception:  # noqa: BLE001 - an action failure must not fail the customer's turn
+        log.exception("action failed", extra={"action": spec.action})
+        return ActionResult("failed", ctx.pack.message("action_failed"))
+
+
+def _outcome(
+    state: SupportState, ctx: SupportContext, intent: str, result: ActionResult
+) -> dict[str, Any]:
+    """The update for a finished action: resolved, or a failure to retry or hand over."""
+    what = f"{intent}: {result.status}"
+    if result.status == "done":
+        return {
+            **say(state, ctx, result.reply),
+            "status": "resolved",
+            "failures": 0,
+            "missing": [],
+            "tried": tried(state, what),
+            "summary": f"{intent} resolved",
+            "next_node": "end",
+        }
+    failures = state.get("failures", 0) + 1
+    base = {"failures": failures, "tried": tried(state, what)}
+    if failures >= ctx.pack.spec.escalation.max_failures:
+        return {**base, "handoff_reason": "repeated_failure", "next_node": "escalate_human"}
+    spec = ctx.pack.intents[intent]
+    # Unknown or refused: forget the values so the customer can give them again.
+    retry = [s for s in spec.slots]
+    prompt = " ".join(ctx.pack.spec.slots[s].prompt for s in retry)
+    reply = f"{result.reply}\n{prompt}" if retry and result.status == "not_found" else result.reply
+    status = "awaiting_info" if retry and result.status == "not_found" else "active"
+    slots = None if result.status == "not_found" else {}
+    return {
+        **base,
+        **say(state, ctx, reply),
+        "slots": slots,
+        "missing": retry if status == "awaiting_info" else [],
+        "status": status,
+        "next_node": "end",
+    }

@@ -1,0 +1,96 @@
+"""The chat model: ``ChatOpenAI`` for any OpenAI-compatible endpoint, called for structured output.
+
+A call that fails after the client's retries (HTTP 5xx, 429, timeout, malformed output) is
+logged and returns ``None``; the node then uses the local mode for that turn. Every call is
+counted with its tokens in the turn's usage.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from langchain_core.messages import AnyMessage
+from langchain_openai import ChatOpenAI
+from pydantic import BaseModel
+
+from supportgraph.settings import Settings
+
+log = logging.getLogger("supportgraph.llm")
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def empty_usage() -> dict[str, int]:
+    """Zero usage for a new turn."""
+    return {"llm_calls": 0, "input_tokens": 0, "output_tokens": 0, "degraded": 0}
+
+
+@dataclass
+class Models:
+    """The chat models used per node (they may be the same model)."""
+
+    classify: ChatOpenAI
+    extract: ChatOpenAI
+    answer: ChatOpenAI
+    method: str = "function_calling"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Models | None:
+        """Build the models, or ``None`` when no API key is set (local mode)."""
+        if settings.openai_api_key is None:
+            return None
+
+        def make(name: str | None) -> ChatOpenAI:
+            return ChatOpenAI(
+                model=name or settings.model,
+                api_key=settings.openai_api_key,
+                base_url=settings.openai_base_url,
+                timeout=settings.llm_timeout,
+                max_retries=settings.llm_max_retries,
+                temperature=settings.llm_temperature,
+            )
+
+        return cls(
+            classify=make(settings.model_classify),
+            extract=make(settings.model_extract),
+            answer=make(settings.model_answer),
+            method=settings.structured_output_method,
+        )
+
+
+async def structured(
+    model: ChatOpenAI,
+    schema: type[M],
+    messages: list[AnyMessage],
+    usage: dict[str, int],
+    *,
+    purpose: str,
+    method: str = "function_calling",
+) -> M | None:
+    """Ask ``model`` for a ``schema`` object; count the call; ``None`` on any failure."""
+    usage["llm_calls"] += 1
+    runnable = model.with_structured_output(schema, method=method, include_raw=True)
+    try:
+        out: dict[str, Any] = await runnable.ainvoke(messages)
+    except Exception as exc:  # noqa: BLE001 - any provider failure degrades to local mode
+        usage["degraded"] += 1
+        log.warning(
+            "model call failed; using local mode",
+            extra={"purpose": purpose, "error": type(exc).__name__, "detail": str(exc)[:200]},
+        )
+        return None
+    raw = out.get("raw")
+    meta = getattr(raw, "usage_metadata", None) or {}
+    usage["input_tokens"] += int(meta.get("input_tokens", 0))
+    usage["output_tokens"] += int(meta.get("output_tokens", 0))
+    parsed = out.get("parsed")
+    if out.get("parsing_error") is not None or not isinstance(parsed, schema):
+        usage["degraded"] += 1
+        log.warning(
+            "model output malformed; using local mode",
+            extra={"purpose": purpose, "error": type(out.get("parsing_error")).__name__},
+        )
+        return None
+    return parsed

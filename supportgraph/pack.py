@@ -1,0 +1,406 @@
+"""Domain pack: load and validate a company's intents, slots, FAQ, actions and rules.
+
+A pack is a folder a company edits without touching Python:
+
+- ``pack.yaml``: name, version, greeting, intents, slots, actions, escalation rules, messages;
+- ``faq/*.md``: one FAQ entry a file, YAML front matter with ``id``, ``title``, ``tags``;
+- data files (CSV, JSON or YAML lists of records) that the actions read.
+
+Every error names the file, the field and what was wrong (:class:`PackError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import frontmatter
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+BUILTIN_INTENTS = ("faq", "human", "other")
+"""Intents every pack has: a FAQ question, a request for a person, and anything else."""
+
+DEFAULT_HUMAN_EXAMPLES = (
+    "I want to talk to a human",
+    "can I speak to a real person",
+    "connect me with an agent please",
+    "put me through to customer service staff",
+    "I need a human agent",
+    "let me talk to someone from your team",
+    "representative please",
+    "stop the bot, get me a person",
+    "is there a real person I can chat with",
+    "transfer me to a live agent",
+)
+
+DEFAULT_MESSAGES: dict[str, str] = {
+    "clarify": (
+        "Sorry, I'm not sure I understood. Could you rephrase that, or tell me a bit more? "
+        "You can also ask for a person at any time."
+    ),
+    "escalated": (
+        "I've passed this conversation to a member of our support team. They can see "
+        "everything we've discussed, and they will reply right here. You don't need to "
+        "repeat anything."
+    ),
+    "cancelled": "No problem, I haven't done anything. Is there something else I can help with?",
+    "confirm_unclear": "Please answer yes or no: shall I go ahead?",
+    "invalid_value": "That doesn't look right for {slot}: {reason}",
+    "topic_changed": "Sure, let's look at that instead.",
+    "faq_miss": "I couldn't find the answer to that in our help articles.",
+    "not_found_retry": "Let's try again.",
+    "action_failed": (
+        "Something went wrong on our side while doing that. Nothing was changed. "
+        "Please try again in a moment, or ask for a person."
+    ),
+}
+
+DEFAULT_NEGATIVE_WORDS = (
+    "terrible",
+    "awful",
+    "horrible",
+    "useless",
+    "worst",
+    "ridiculous",
+    "unacceptable",
+    "furious",
+    "angry",
+    "scam",
+    "disgusting",
+    "pathetic",
+    "fed up",
+    "sick of",
+    "lawyer",
+    "complaint",
+)
+
+DEFAULT_YES_WORDS = (
+    "yes",
+    "y",
+    "yeah",
+    "yep",
+    "yup",
+    "sure",
+    "ok",
+    "okay",
+    "confirm",
+    "confirmed",
+    "go ahead",
+    "do it",
+    "please do",
+    "correct",
+    "sí",
+    "si",
+    "oui",
+    "ja",
+)
+DEFAULT_NO_WORDS = (
+    "no",
+    "n",
+    "nope",
+    "nah",
+    "cancel",
+    "don't",
+    "do not",
+    "stop",
+    "never mind",
+    "nevermind",
+    "not now",
+    "non",
+    "nein",
+)
+
+
+class PackError(ValueError):
+    """A domain pack is invalid; ``problems`` lists each error as 'file: field: what'."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid domain pack:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Slot(_Model):
+    """A detail an intent needs, with how to find it in text and how to validate it."""
+
+    description: str = ""
+    prompt: str = Field(min_length=1, description="The question that asks the customer for it.")
+    type: Literal["pattern", "text"] = "pattern"
+    extract: str | None = Field(
+        default=None, description="Regex that finds a candidate value in free text (group 1)."
+    )
+    pattern: str | None = Field(default=None, description="Regex a valid value must fully match.")
+    invalid: str = Field(default="it isn't in the expected format.", min_length=1)
+    normalize: Literal["none", "lower", "upper", "strip_hash"] = "none"
+    sensitive: bool = False
+
+    @field_validator("extract", "pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {value!r}: {exc}") from exc
+        return value
+
+    @cached_property
+    def extract_re(self) -> re.Pattern[str] | None:
+        """The compiled candidate finder, if any."""
+        return re.compile(self.extract) if self.extract else None
+
+    @cached_property
+    def pattern_re(self) -> re.Pattern[str] | None:
+        """The compiled validation pattern, if any."""
+        return re.compile(self.pattern) if self.pattern else None
+
+
+class Intent(_Model):
+    """Something a customer wants, with examples, the slots it needs and the action it runs."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
+    description: str = ""
+    examples: list[str] = Field(min_length=3)
+    slots: list[str] = Field(default_factory=list)
+    action: str | None = None
+    human_only: bool = False
+
+
+class Action(_Model):
+    """A named action: a registry entry (``uses``) and its parameters."""
+
+    uses: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class Escalation(_Model):
+    """When the bot hands over to a person."""
+
+    low_confidence: float = Field(default=0.3, ge=0.0, le=1.0)
+    max_low_confidence_turns: int = Field(default=2, ge=1)
+    max_failures: int = Field(default=3, ge=1)
+    negative_sentiment_turns: int = Field(default=2, ge=1)
+    negative_words: list[str] = Field(default_factory=lambda: list(DEFAULT_NEGATIVE_WORDS))
+    faq_miss: Literal["collect_info", "escalate_human"] = "escalate_human"
+    faq_miss_intent: str | None = None
+    switch_confidence: float = Field(default=0.45, ge=0.0, le=1.0)
+
+
+class FaqSettings(_Model):
+    """Where the FAQ lives and how relevant a hit must be."""
+
+    dir: str = "faq"
+    min_score: float = Field(default=1.0, ge=0.0)
+    top_k: int = Field(default=3, ge=1, le=10)
+
+
+class Confirmation(_Model):
+    """Words that count as yes / no when the bot asks before changing data."""
+
+    yes: list[str] = Field(default_factory=lambda: list(DEFAULT_YES_WORDS))
+    no: list[str] = Field(default_factory=lambda: list(DEFAULT_NO_WORDS))
+
+
+class PackFile(_Model):
+    """The schema of ``pack.yaml``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    version: str = Field(min_length=1, max_length=64)
+    description: str = ""
+    company: str = ""
+    greeting: str = Field(min_length=1)
+    intents: list[Intent] = Field(min_length=1)
+    slots: dict[str, Slot] = Field(default_factory=dict)
+    actions: dict[str, Action] = Field(default_factory=dict)
+    escalation: Escalation = Field(default_factory=Escalation)
+    faq: FaqSettings = Field(default_factory=FaqSettings)
+    confirmation: Confirmation = Field(default_factory=Confirmation)
+    human_examples: list[str] = Field(default_factory=lambda: list(DEFAULT_HUMAN_EXAMPLES))
+    messages: dict[str, str] = Field(default_factory=dict)
+    system_prompt: str = ""
+
+
+class FaqEntry(_Model):
+    """One FAQ article."""
+
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,128}$")]
+    title: str = Field(min_length=1)
+    tags: list[str] = Field(default_factory=list)
+    questions: list[str] = Field(default_factory=list)
+    body: str = Field(min_length=1)
+    source: str = ""
+
+
+class Pack:
+    """A loaded, validated domain pack."""
+
+    def __init__(self, *, root: Path, spec: PackFile, faq: list[FaqEntry]) -> None:
+        self.root = root
+        self.spec = spec
+        self.faq = faq
+        self.intents = {i.name: i for i in spec.intents}
+        self._data: dict[str, list[dict[str, str]]] = {}
+
+    @property
+    def name(self) -> str:
+        """The pack's name."""
+        return self.spec.name
+
+    @property
+    def version(self) -> str:
+        """The pack's version, recorded on each thread it starts."""
+        return self.spec.version
+
+    def message(self, key: str, **values: object) -> str:
+        """A canned bot text, from the pack or the English default, filled with ``values``."""
+        template = self.spec.messages.get(key, DEFAULT_MESSAGES[key])
+        return template.format_map(_Blank(values)) if values else template
+
+    def intent_examples(self) -> dict[str, list[str]]:
+        """Examples for every classifiable intent: the pack's, ``human`` and ``faq``."""
+        examples = {i.name: list(i.examples) for i in self.spec.intents}
+        examples["human"] = list(self.spec.human_examples)
+        examples["faq"] = [q for e in self.faq for q in (e.title, *e.questions)]
+        return examples
+
+    def faq_by_id(self, faq_id: str) -> FaqEntry | None:
+        """The FAQ entry with this id, if any."""
+        return next((e for e in self.faq if e.id == faq_id), None)
+
+    def records(self, relpath: str) -> list[dict[str, str]]:
+        """The records of a data file of the pack (CSV, JSON or YAML list), cached."""
+        if relpath not in self._data:
+            self._data[relpath] = _read_records(self.root / relpath)
+        return self._data[relpath]
+
+
+class _Blank(dict[str, object]):
+    """A format mapping that leaves unknown fields visible instead of raising."""
+
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def _read_records(path: Path) -> list[dict[str, str]]:
+    if path.suffix == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            return [dict(row) for row in csv.DictReader(fh)]
+    text = path.read_text(encoding="utf-8")
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise PackError([f"{path.name}: a data file must be a list of records"])
+    return [{str(k): "" if v is None else str(v) for k, v in r.items()} for r in data]
+
+
+def _format_error(file: str, err: ValidationError) -> list[str]:
+    problems = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        value = e.get("input")
+        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
+        problems.append(f"{file}: {where}: {e['msg']}{shown}")
+    return problems
+
+
+def _load_faq(root: Path, settings: FaqSettings) -> tuple[list[FaqEntry], list[str]]:
+    folder = root / settings.dir
+    entries: list[FaqEntry] = []
+    problems: list[str] = []
+    seen: dict[str, str] = {}
+    if not folder.is_dir():
+        return [], [f"{settings.dir}/: FAQ folder not found"]
+    for path in sorted(folder.glob("*.md")):
+        rel = f"{settings.dir}/{path.name}"
+        try:
+            post = frontmatter.load(path)
+        except Exception as exc:  # noqa: BLE001 - any YAML/front-matter error is the author's
+            problems.append(f"{rel}: front matter: {exc}")
+            continue
+        try:
+            entry = FaqEntry(**post.metadata, body=post.content.strip(), source=rel)
+        except (ValidationError, TypeError) as exc:
+            if isinstance(exc, ValidationError):
+                problems.extend(_format_error(rel, exc))
+            else:
+                problems.append(f"{rel}: front matter: {exc}")
+            continue
+        if entry.id in seen:
+            problems.append(f"{rel}: id: duplicate FAQ id {entry.id!r} (also in {seen[entry.id]})")
+            continue
+        seen[entry.id] = rel
+        entries.append(entry)
+    return entries, problems
+
+
+def load_pack(path: str | Path) -> Pack:
+    """Load and validate the pack at ``path``; raise :class:`PackError` listing every problem."""
+    from supportgraph.actions import check_actions  # actions import this module
+
+    root = Path(path)
+    pack_file = root / "pack.yaml"
+    if not pack_file.is_file():
+        raise PackError([f"{pack_file}: file not found"])
+    try:
+        raw = yaml.safe_load(pack_file.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise PackError([f"pack.yaml: not valid YAML: {exc}"]) from exc
+    if not isinstance(raw, dict):
+        raise PackError(["pack.yaml: (top level): must be a mapping"])
+    try:
+        spec = PackFile.model_validate(raw)
+    except ValidationError as exc:
+        raise PackError(_format_error("pack.yaml", exc)) from exc
+    faq, problems = _load_faq(root, spec.faq)
+    problems += _cross_check(root, spec) + check_actions(spec)
+    if problems:
+        raise PackError(problems)
+    return Pack(root=root, spec=spec, faq=faq)
+
+
+def _cross_check(root: Path, spec: PackFile) -> list[str]:
+    problems: list[str] = []
+    names = [i.name for i in spec.intents]
+    for dup in sorted({n for n in names if names.count(n) > 1}):
+        problems.append(f"pack.yaml: intents: duplicate intent name {dup!r}")
+    for idx, intent in enumerate(spec.intents):
+        where = f"pack.yaml: intents.{idx} ({intent.name})"
+        if intent.name in BUILTIN_INTENTS:
+            problems.append(f"{where}: name: {intent.name!r} is a built-in intent")
+        for slot in intent.slots:
+            if slot not in spec.slots:
+                problems.append(f"{where}: slots: slot {slot!r} is referenced but not declared")
+        if intent.action is not None and intent.action not in spec.actions:
+            problems.append(f"{where}: action: unknown action {intent.action!r}")
+    for name, slot in spec.slots.items():
+        if slot.type == "pattern" and not (slot.extract or slot.pattern):
+            problems.append(f"pack.yaml: slots.{name}: a pattern slot needs extract or pattern")
+    for name, action in spec.actions.items():
+        for key in ("data",):
+            rel = action.params.get(key)
+            if isinstance(rel, str):
+                try:
+                    _read_records(root / rel)
+                except (OSError, ValueError, csv.Error, yaml.YAMLError) as exc:
+                    problems.append(f"pack.yaml: actions.{name}.params.{key}: {rel}: {exc}")
+    esc = spec.escalation
+    if esc.faq_miss == "collect_info":
+        if not esc.faq_miss_intent:
+            problems.append(
+                "pack.yaml: escalation.faq_miss_intent: required when faq_miss is collect_info"
+            )
+        elif esc.faq_miss_intent not in names:
+            problems.append(
+                f"pack.yaml: escalation.faq_miss_intent: unknown intent {esc.faq_miss_intent!r}"
+            )
+    for key in spec.messages:
+        if key not in DEFAULT_MESSAGES:
+            problems.append(f"pack.yaml: messages.{key}: unknown message key")
+    return problems
