@@ -1,0 +1,1 @@
+"""Test helpers: database URLs, OpenAI-compatible response builders, app clients."""
