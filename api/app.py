@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sqlite_path=settings.sqlite_path,
             pool_min_size=settings.pool_min_size,
             pool_max_size=settings.pool_max_size,
+            pool_timeout=settings.pool_timeout,
         ) as persistence:
             context = SupportContext.from_settings(settings, requests=persistence.store, pack=pack)
             graph = build_graph().compile(checkpointer=persistence.saver)

@@ -96,21 +96,5 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        if _is_db_error(exc):
-            log.error("database error", extra={"error": type(exc).__name__})
-            return error_response(
-                503, "the database is unavailable; try again shortly", headers={"Retry-After": "5"}
-            )
         log.exception("unhandled error")
         return error_response(500, "internal error", code="internal_error")
-
-
-def _is_db_error(exc: BaseException) -> bool:
-    import sqlite3
-
-    import psycopg
-    import psycopg_pool
-
-    return isinstance(
-        exc, psycopg.OperationalError | psycopg_pool.PoolTimeout | sqlite3.OperationalError
-    )

@@ -18,9 +18,21 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from checkpoints.store import PostgresStore, SqliteStore, Store, StoreUnavailable
+from checkpoints.store import (
+    PostgresStore,
+    SqliteStore,
+    Store,
+    StoreUnavailable,
+    unavailable_as_domain_error,
+)
 
-__all__ = ["Persistence", "Store", "StoreUnavailable", "open_persistence"]
+__all__ = [
+    "Persistence",
+    "Store",
+    "StoreUnavailable",
+    "open_persistence",
+    "unavailable_as_domain_error",
+]
 
 
 @dataclass
@@ -39,10 +51,11 @@ async def open_persistence(
     sqlite_path: Path,
     pool_min_size: int = 1,
     pool_max_size: int = 10,
+    pool_timeout: float = 5.0,
 ) -> AsyncIterator[Persistence]:
     """Open, set up and migrate the configured backend; close it on exit."""
     if database_url:
-        async with _postgres(database_url, pool_min_size, pool_max_size) as p:
+        async with _postgres(database_url, pool_min_size, pool_max_size, pool_timeout) as p:
             yield p
     else:
         async with _sqlite(sqlite_path) as p:
@@ -68,12 +81,15 @@ async def _sqlite(path: Path) -> AsyncIterator[Persistence]:
 
 
 @asynccontextmanager
-async def _postgres(url: str, min_size: int, max_size: int) -> AsyncIterator[Persistence]:
+async def _postgres(
+    url: str, min_size: int, max_size: int, timeout: float
+) -> AsyncIterator[Persistence]:
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
         max_size=max_size,
         open=False,
+        timeout=timeout,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
         check=AsyncConnectionPool.check_connection,
         max_idle=300,

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import secrets
+import sqlite3
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import aiosqlite
+import psycopg
+import psycopg_pool
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -22,6 +27,31 @@ from checkpoints.migrations import MIGRATIONS_POSTGRES, MIGRATIONS_SQLITE
 
 class StoreUnavailable(RuntimeError):
     """The database cannot be reached."""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether a driver error means the database is down or unreachable (not a bug of ours)."""
+    return isinstance(
+        exc,
+        psycopg.OperationalError
+        | psycopg_pool.PoolTimeout
+        | psycopg_pool.PoolClosed
+        | sqlite3.OperationalError
+        | ConnectionError,
+    )
+
+
+@asynccontextmanager
+async def unavailable_as_domain_error() -> AsyncIterator[None]:
+    """Turn driver errors that mean 'database down' into :class:`StoreUnavailable`."""
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -78,7 +108,9 @@ class Store(ABC):
         """Raise :class:`StoreUnavailable` unless the database answers."""
         try:
             await self._fetch("SELECT 1 AS ok")
-        except Exception as exc:  # noqa: BLE001 - any driver error means unavailable
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any driver error means not ready
             raise StoreUnavailable(str(exc)) from exc
 
     async def create_session(self, session_id: str, *, pack_name: str, pack_version: str) -> None:
@@ -193,11 +225,12 @@ class SqliteStore(Store):
         return value.isoformat()
 
     async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        await self.conn.execute(self._q(sql), params)
-        await self.conn.commit()
+        async with unavailable_as_domain_error():
+            await self.conn.execute(self._q(sql), params)
+            await self.conn.commit()
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        async with self.conn.execute(self._q(sql), params) as cur:
+        async with unavailable_as_domain_error(), self.conn.execute(self._q(sql), params) as cur:
             names = [d[0] for d in cur.description or ()]
             return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
 
@@ -234,11 +267,15 @@ class PostgresStore(Store):
         self.pool = pool
 
     async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        async with self.pool.connection() as conn:
+        async with unavailable_as_domain_error(), self.pool.connection() as conn:
             await conn.execute(sql, params)
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        async with self.pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+        async with (
+            unavailable_as_domain_error(),
+            self.pool.connection() as conn,
+            conn.cursor(row_factory=dict_row) as cur,
+        ):
             await cur.execute(sql, params)
             return list(await cur.fetchall())
 

@@ -102,6 +102,8 @@ class SupportState(TypedDict, total=False):
     """Confidence of the latest classification."""
     slots: Annotated[dict[str, str], merge_dict]
     """Validated details collected for the current intent."""
+    topic_start: str | None
+    """Id of the customer message that started the current topic (slots come from there on)."""
     missing: list[str]
     """Slots the current intent still needs, in the order they are asked."""
     slot_errors: dict[str, str]

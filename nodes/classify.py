@@ -7,7 +7,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.state import SupportState
-from nodes.common import latest_customer_text, model_messages
+from nodes.common import latest_customer_id, latest_customer_text, model_messages
 from nodes.context import SupportContext, deps
 from supportgraph.llm import empty_usage, structured
 from supportgraph.local import text as local_text
@@ -166,9 +166,11 @@ def _decide(
         }
     if spec is None or (not spec.slots and spec.action is None):
         return {**out, "intent": intent, "next_node": "handle_faq"}
-    if intent != current:
+    if intent != current or state.get("status") == "active":
+        # A new topic: its slots come from this message on (plus what the old topic shares).
         out.setdefault("slots", _kept_slots(state, ctx, intent))
         out.setdefault("failures", 0)
+        out["topic_start"] = latest_customer_id(state)
     return {**out, "intent": intent, "next_node": "collect_info"}
 
 

@@ -43,9 +43,22 @@ def latest_customer_text(state: SupportState) -> str:
     return ""
 
 
+def latest_customer_id(state: SupportState) -> str | None:
+    """The id of the customer's latest message."""
+    for message in reversed(state.get("messages", [])):
+        if isinstance(message, HumanMessage):
+            return message.id
+    return None
+
+
 def customer_texts(state: SupportState) -> list[str]:
-    """The customer's messages in the window, oldest first."""
-    return [str(m.content) for m in state.get("messages", []) if isinstance(m, HumanMessage)]
+    """The customer's messages of the current topic in the window, oldest first."""
+    humans = [m for m in state.get("messages", []) if isinstance(m, HumanMessage)]
+    start = state.get("topic_start")
+    ids = [m.id for m in humans]
+    if start in ids:
+        humans = humans[ids.index(start) :]
+    return [str(m.content) for m in humans]
 
 
 def model_messages(

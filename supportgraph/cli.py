@@ -17,7 +17,9 @@ from rich.panel import Panel
 from supportgraph.pack import PackError, load_pack
 from supportgraph.settings import Settings
 
-app = typer.Typer(help="supportgraph: a self-hosted customer-support agent service.", no_args_is_help=True)
+app = typer.Typer(
+    help="supportgraph: a self-hosted customer-support agent service.", no_args_is_help=True
+)
 pack_app = typer.Typer(help="Domain packs.", no_args_is_help=True)
 app.add_typer(pack_app, name="pack")
 console = Console()
@@ -93,7 +95,11 @@ async def _chat(settings: Settings, session: str | None) -> None:
         console.print(f"[dim]session {session} — Ctrl-D to leave[/dim]")
         interactive = sys.stdin.isatty()
         while True:
-            line = console.input("[bold cyan]you>[/bold cyan] ") if interactive else sys.stdin.readline()
+            line = (
+                console.input("[bold cyan]you>[/bold cyan] ")
+                if interactive
+                else sys.stdin.readline()
+            )
             if not line:
                 break
             line = line.strip()
@@ -137,7 +143,7 @@ def _to_dot(drawable: object) -> str:
     lines = ["digraph support {", "  rankdir=TB;", "  node [shape=box, style=rounded];"]
     lines += [f'  "{n}";' for n in nodes]
     for e in edges:
-        style = ' [style=dashed]' if e.conditional else ""
+        style = " [style=dashed]" if e.conditional else ""
         lines.append(f'  "{e.source}" -> "{e.target}"{style};')
     lines.append("}")
     return "\n".join(lines)
@@ -155,7 +161,8 @@ def pack_check(path: Annotated[Path, typer.Argument(help="The pack folder.")]) -
         raise typer.Exit(1) from None
     console.print(
         f"[green]ok[/green] {pack.name} {pack.version}: {len(pack.spec.intents)} intents, "
-        f"{len(pack.spec.slots)} slots, {len(pack.faq)} FAQ entries, {len(pack.spec.actions)} actions"
+        f"{len(pack.spec.slots)} slots, {len(pack.faq)} FAQ entries, "
+        f"{len(pack.spec.actions)} actions"
     )
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
-from checkpoints import Store
+from checkpoints import Store, unavailable_as_domain_error
 from checkpoints.store import MessageRow, SessionRow
 from nodes.context import SupportContext
 
@@ -111,12 +111,13 @@ class SupportService:
         await self.require(session_id)
         async with self.locks.hold(session_id):
             await self.store.append_message(session_id, role="customer", content=message)
-            out = await self.graph.ainvoke(
-                {"messages": [HumanMessage(content=message)], "session_id": session_id},
-                config={"configurable": {"thread_id": session_id}},
-                context=self.context,
-                durability=self.durability,  # type: ignore[arg-type]
-            )
+            async with unavailable_as_domain_error():
+                out = await self.graph.ainvoke(
+                    {"messages": [HumanMessage(content=message)], "session_id": session_id},
+                    config={"configurable": {"thread_id": session_id}},
+                    context=self.context,
+                    durability=self.durability,  # type: ignore[arg-type]
+                )
             reply = str(out.get("reply") or "")
             if reply:
                 await self.store.append_message(session_id, role="assistant", content=reply)
@@ -148,7 +149,8 @@ class SupportService:
     async def view(self, session_id: str) -> SessionView:
         """The session's whole transcript and current state."""
         row = await self.require(session_id)
-        snapshot = await self.graph.aget_state({"configurable": {"thread_id": session_id}})
+        async with unavailable_as_domain_error():
+            snapshot = await self.graph.aget_state({"configurable": {"thread_id": session_id}})
         values = snapshot.values or {}
         return SessionView(
             session=row,

@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     )
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
+    pool_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a connection.")
 
     # Model (any OpenAI-compatible endpoint); no key means local offline mode
     openai_api_key: SecretStr | None = None

@@ -32,7 +32,12 @@ def make_settings(**overrides: Any) -> Settings:
 
 def stub_llm_settings(**overrides: Any) -> dict[str, Any]:
     """Overrides that point the model at the respx-stubbed OpenAI endpoint."""
-    return {"openai_api_key": "sk-test", "openai_base_url": BASE_URL, "model": "stub-model", **overrides}
+    return {
+        "openai_api_key": "sk-test",
+        "openai_base_url": BASE_URL,
+        "model": "stub-model",
+        **overrides,
+    }
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -42,7 +47,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str
         yield {"sqlite_path": tmp_path / "sg.sqlite", "secret_key": "test-secret"}
     else:
         with fresh_schema() as url:
-            yield {"database_url": url, "sqlite_path": tmp_path / "unused.sqlite", "secret_key": "test-secret"}
+            yield {
+                "database_url": url,
+                "sqlite_path": tmp_path / "unused.sqlite",
+                "secret_key": "test-secret",
+            }
 
 
 @pytest.fixture

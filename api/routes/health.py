@@ -13,7 +13,7 @@ from checkpoints import StoreUnavailable
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health", response_model=Health)
+@router.get("/health", response_model=Health, response_model_exclude_none=True)
 async def health() -> Health:
     """The process is up."""
     return Health(status="healthy")

@@ -7,6 +7,11 @@ from typing import Any
 import httpx
 
 
+def app_of(client: httpx.AsyncClient) -> Any:
+    """The FastAPI app behind an in-process client (to read its store directly)."""
+    return client._transport.app  # type: ignore[attr-defined]
+
+
 class Customer:
     """Talks to ``/api/support/chat`` like a chat widget would."""
 

@@ -11,8 +11,10 @@ BASE_URL = "http://llm.test/v1"
 COMPLETIONS = f"{BASE_URL}/chat/completions"
 
 
-def tool_call_response(name: str, arguments: dict[str, Any] | str, *, tokens: tuple[int, int] = (50, 10)) -> dict[str, Any]:
-    """A completion that calls the tool ``name`` (how function-calling structured output answers)."""
+def tool_call_response(
+    name: str, arguments: dict[str, Any] | str, *, tokens: tuple[int, int] = (50, 10)
+) -> dict[str, Any]:
+    """A completion calling the tool ``name`` (how function-calling structured output answers)."""
     args = arguments if isinstance(arguments, str) else json.dumps(arguments)
     return {
         "id": "chatcmpl-test",
@@ -27,12 +29,20 @@ def tool_call_response(name: str, arguments: dict[str, Any] | str, *, tokens: tu
                     "role": "assistant",
                     "content": None,
                     "tool_calls": [
-                        {"id": "call_1", "type": "function", "function": {"name": name, "arguments": args}}
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": name, "arguments": args},
+                        }
                     ],
                 },
             }
         ],
-        "usage": {"prompt_tokens": tokens[0], "completion_tokens": tokens[1], "total_tokens": sum(tokens)},
+        "usage": {
+            "prompt_tokens": tokens[0],
+            "completion_tokens": tokens[1],
+            "total_tokens": sum(tokens),
+        },
     }
 
 
@@ -64,7 +74,9 @@ class ScriptedModel:
         self.calls.append(tool)
         answers = self.script.get(tool)
         if not answers:
-            return httpx.Response(500, json={"error": {"message": f"no scripted answer for {tool}"}})
+            return httpx.Response(
+                500, json={"error": {"message": f"no scripted answer for {tool}"}}
+            )
         answer = answers.pop(0) if len(answers) > 1 else answers[0]
         if isinstance(answer, BaseException):
             raise answer
