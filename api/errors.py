@@ -79,6 +79,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode: bad input, said like the others.
+            details = [{"field": "body", "message": str(exc.detail), "type": "body_decode"}]
+            return error_response(422, f"invalid input (body: {exc.detail})", details=details)
         return error_response(
             exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)
         )

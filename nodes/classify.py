@@ -108,9 +108,8 @@ def _decide(
 
     pending = state.get("pending_action")
     if pending is not None:
-        if reading["confirmation"] in ("yes", "no") or not (
-            confident and intent != pending["intent"]
-        ):
+        moved_on = intent not in ("other", pending["intent"]) and (confident or "?" in text)
+        if reading["confirmation"] in ("yes", "no") or not moved_on:
             return {**out, "intent": pending["intent"], "next_node": "resolve"}
         out["pending_action"] = None  # a change of topic cancels the pending action
 
@@ -130,11 +129,7 @@ def _decide(
         }
 
     if state.get("status") == "awaiting_info" and current in ctx.pack.intents:
-        gives_value = any(
-            find_candidate(ctx.pack.spec.slots[s], text) is not None
-            for s in state.get("missing", [])
-        )
-        if gives_value or not confident or intent == current:
+        if _answers_missing(state, ctx, text, intent) or not confident or intent == current:
             return {
                 **out,
                 "intent": current,
@@ -182,3 +177,18 @@ def _kept_slots(state: SupportState, ctx: SupportContext, intent: str) -> dict[s
     if not old:
         return None
     return {name: (value if name in wanted else None) for name, value in old.items()}
+
+
+def _answers_missing(state: SupportState, ctx: SupportContext, text: str, intent: str) -> bool:
+    """Whether the message looks like an answer to what collect_info asked for."""
+    slots = ctx.pack.spec.slots
+    missing = state.get("missing", [])
+    if any(find_candidate(slots[s], text) is not None for s in missing):
+        return True
+    if missing and slots[missing[0]].type == "text":
+        # A free-text answer ("it arrived damaged") is taken as the answer unless it is a
+        # question or asks for another transaction.
+        other = ctx.pack.intents.get(intent)
+        transactional = other is not None and bool(other.slots or other.action)
+        return not transactional and "?" not in text
+    return False

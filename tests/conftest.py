@@ -17,6 +17,7 @@ from tests.utils.openai import BASE_URL
 
 STORE_PACK = PROJECT_ROOT / "packs" / "store"
 ISP_PACK = PROJECT_ROOT / "tests" / "packs" / "isp"
+TEST_SECRET = "test-secret-of-at-least-32-bytes-for-hs256"
 
 # A developer's environment must not leak into tests (and no test may reach a real provider).
 for _name in [n for n in os.environ if n.startswith("SUPPORTGRAPH_") or n.startswith("OPENAI_")]:
@@ -44,20 +45,20 @@ def stub_llm_settings(**overrides: Any) -> dict[str, Any]:
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """Settings overrides for each persistence backend."""
     if request.param == "sqlite":
-        yield {"sqlite_path": tmp_path / "sg.sqlite", "secret_key": "test-secret"}
+        yield {"sqlite_path": tmp_path / "sg.sqlite", "secret_key": TEST_SECRET}
     else:
         with fresh_schema() as url:
             yield {
                 "database_url": url,
                 "sqlite_path": tmp_path / "unused.sqlite",
-                "secret_key": "test-secret",
+                "secret_key": TEST_SECRET,
             }
 
 
 @pytest.fixture
 def sqlite_backend(tmp_path: Path) -> dict[str, Any]:
     """Settings overrides for SQLite only."""
-    return {"sqlite_path": tmp_path / "sg.sqlite", "secret_key": "test-secret"}
+    return {"sqlite_path": tmp_path / "sg.sqlite", "secret_key": TEST_SECRET}
 
 
 @asynccontextmanager

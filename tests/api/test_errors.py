@@ -7,6 +7,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.conftest import TEST_SECRET
 from tests.utils.chat import Customer
 from tests.utils.db import base_url, require_postgres
 
@@ -182,7 +183,7 @@ async def test_database_outage_is_503(app_factory: Any, tmp_path: Any) -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = base_url().rsplit("/", 1)[0] + f"/{name}"
     try:
-        async with app_factory(database_url=url, secret_key="test-secret") as client:
+        async with app_factory(database_url=url, secret_key=TEST_SECRET) as client:
             customer = Customer(client)
             await customer.say("hello")
             with psycopg.connect(base_url(), autocommit=True) as conn:
