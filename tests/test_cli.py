@@ -1,0 +1,155 @@
+"""The ``supportgraph`` command as a user runs it: serve over real HTTP, chat, graph, pack check."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import STORE_PACK, TEST_SECRET
+from tests.utils.orders import order
+
+BIN = Path(sys.executable).parent / "supportgraph"
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for the command: SQLite in tmp, offline, no .env."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPPORTGRAPH_", "OPENAI_"))}
+    env.update(
+        SUPPORTGRAPH_SQLITE_PATH=str(tmp_path / "sg.sqlite"),
+        SUPPORTGRAPH_SECRET_KEY=TEST_SECRET,
+        **extra,
+    )
+    return env
+
+
+def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run the command to completion."""
+    return subprocess.run(
+        [str(BIN), *args], env=env, input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+@contextmanager
+def serving(tmp_path: Path, port: int) -> Iterator[str]:
+    """``supportgraph serve`` as its own process; killed hard at the end."""
+    proc = subprocess.Popen(
+        [str(BIN), "serve", "--port", str(port)],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode() if proc.stdout else ""
+                raise AssertionError(f"server did not start:\n{out}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def test_serve_over_http_survives_a_restart(tmp_path: Path) -> None:
+    placed = order("placed")
+    port = free_port()
+    with serving(tmp_path, port) as url:
+        first = httpx.post(
+            f"{url}/api/support/chat", json={"message": f"where is my order {placed['order_id']}"}
+        )
+        assert first.status_code == 200, first.text
+        body = first.json()
+        assert body["status"] == "awaiting_info"
+        assert first.headers["x-request-id"]
+    with serving(tmp_path, port) as url:
+        headers = {"Authorization": f"Bearer {body['session_token']}"}
+        second = httpx.post(
+            f"{url}/api/support/chat",
+            json={"message": placed["email"], "session_id": body["session_id"]},
+            headers=headers,
+        )
+        assert second.status_code == 200, second.text
+        assert second.json()["status"] == "resolved"
+        session = httpx.get(f"{url}/api/support/sessions/{body['session_id']}", headers=headers)
+    assert [m["role"] for m in session.json()["messages"]] == ["customer", "assistant"] * 2
+
+
+def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
+    result = run(["serve", "--workers", "2"], cli_env(tmp_path))
+    assert result.returncode == 2
+    assert "SQLite is single-process" in result.stderr
+
+
+def test_graph_prints_mermaid_with_five_nodes() -> None:
+    result = run(["graph"], dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.lstrip().startswith(("graph TD", "---", "%%"))
+    for node in ("classify_intent", "handle_faq", "collect_info", "escalate_human", "resolve"):
+        assert node in out
+    assert "classify_intent -.-> handle_faq" in out
+    assert "collect_info -.-> resolve" in out
+
+
+def test_graph_png_without_graphviz_says_so(tmp_path: Path) -> None:
+    env = {**os.environ, "PATH": str(BIN.parent)}
+    result = run(["graph", "--png", str(tmp_path / "g.png")], env)
+    if result.returncode == 0:
+        assert (tmp_path / "g.png").read_bytes().startswith(b"\x89PNG")
+    else:
+        assert "graphviz is not installed" in result.stderr
+
+
+def test_pack_check_accepts_the_store_pack() -> None:
+    result = run(["pack", "check", str(STORE_PACK)], dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert "ok store" in result.stdout
+
+
+def test_pack_check_lists_problems(tmp_path: Path) -> None:
+    (tmp_path / "faq").mkdir()
+    (tmp_path / "pack.yaml").write_text(
+        "name: broken\nversion: '1'\ngreeting: hi\nintents:\n"
+        "  - name: x\n    examples: [a, b, c]\n    slots: [nope]\n"
+    )
+    result = run(["pack", "check", str(tmp_path)], dict(os.environ))
+    assert result.returncode == 1
+    assert "slot 'nope' is referenced but not declared" in result.stderr
+
+
+def test_chat_in_the_terminal_keeps_the_session(tmp_path: Path) -> None:
+    env = cli_env(tmp_path)
+    first = run(["chat"], env, stdin="how many days do I have to return something?\n")
+    assert first.returncode == 0, first.stderr
+    assert "30 days" in first.stdout
+    session = first.stdout.split("session ", 1)[1].split()[0]
+    again = run(["chat", "--session", session], env, stdin="I want to talk to a person\n")
+    assert again.returncode == 0, again.stderr
+    assert "escalated" in again.stdout
+    missing = run(["chat", "--session", "nope"], env)
+    assert missing.returncode == 1
