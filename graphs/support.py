@@ -9,11 +9,12 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 
 from graphs.state import SupportState, TurnInput, TurnOutput
 from nodes.classify import classify_intent
 from nodes.collect import collect_info
-from nodes.context import ServerContext, SupportContext
+from nodes.context import ServerContext, SupportContext, load_default_context
 from nodes.escalate import escalate_human
 from nodes.faq import handle_faq
 from nodes.resolve import resolve
@@ -76,6 +77,15 @@ def build_graph(
     return builder
 
 
-graph = build_graph(context_schema=ServerContext).compile(name="support")
-"""The graph for LangGraph Studio: no checkpointer (the LangGraph server brings its own), and
-the server's JSON context (``deps()`` builds the dependencies from the environment)."""
+_studio_graph = build_graph(context_schema=ServerContext).compile(name="support")
+
+
+async def graph() -> CompiledStateGraph[SupportState, Any, TurnInput, TurnOutput]:
+    """The graph for LangGraph Studio (``langgraph.json``), a factory the server calls per use.
+
+    No checkpointer (the LangGraph server brings its own) and the server's JSON context: the
+    nodes' ``deps()`` use the environment's default context, which is loaded here, off the
+    event loop, before the first run needs it.
+    """
+    await load_default_context()
+    return _studio_graph

@@ -48,8 +48,8 @@ async def classify_intent(state: SupportState, runtime: Runtime[SupportContext])
     update.update({k: reading[k] for k in ("confidence", "sentiment", "confirmation")})
     if state.get("status") == "resolved":
         # A new message after resolution starts a new topic in the same thread.
-        update.update(status="active", slots=None, missing=[], failures=0, pending_action=None)
-        state = {**state, "status": "active", "slots": {}, "pending_action": None}  # type: ignore[typeddict-item]
+        update.update(status="active", missing=[], failures=0, pending_action=None)
+        state = {**state, "status": "active", "pending_action": None}  # type: ignore[typeddict-item]
     update.update(_decide(state, ctx, text, reading))
     return update
 
@@ -113,6 +113,10 @@ def _decide(
             return {**out, "intent": pending["intent"], "next_node": "resolve"}
         out["pending_action"] = None  # a change of topic cancels the pending action
 
+    awaiting = state.get("status") == "awaiting_info" and current in ctx.pack.intents
+    if awaiting and _gives_value(state, ctx, text):
+        # A value for what was asked ("FL-204817") answers the question, whatever it resembles.
+        return {**out, "intent": current, "next_node": "collect_info", "low_confidence_turns": 0}
     if intent == "human":
         return {
             **out,
@@ -128,7 +132,7 @@ def _decide(
             "handoff_reason": "negative_sentiment",
         }
 
-    if state.get("status") == "awaiting_info" and current in ctx.pack.intents:
+    if awaiting:
         if _answers_missing(state, ctx, text, intent) or not confident or intent == current:
             return {
                 **out,
@@ -170,9 +174,13 @@ def _decide(
 
 
 def _kept_slots(state: SupportState, ctx: SupportContext, intent: str) -> dict[str, Any] | None:
-    """On a topic change keep the slots the new intent also needs; drop the rest."""
+    """On a new topic keep the identifiers the new intent also needs; drop the rest.
+
+    Free-text answers (a reason, a description) belong to the old topic and are dropped.
+    """
     spec = ctx.pack.intents.get(intent)
-    wanted = set(spec.slots) if spec else set()
+    slots = ctx.pack.spec.slots
+    wanted = {s for s in spec.slots if slots[s].type == "pattern"} if spec else set()
     old = state.get("slots") or {}
     if not old:
         return None
@@ -183,7 +191,7 @@ def _answers_missing(state: SupportState, ctx: SupportContext, text: str, intent
     """Whether the message looks like an answer to what collect_info asked for."""
     slots = ctx.pack.spec.slots
     missing = state.get("missing", [])
-    if any(find_candidate(slots[s], text) is not None for s in missing):
+    if _gives_value(state, ctx, text):
         return True
     if missing and slots[missing[0]].type == "text":
         # A free-text answer ("it arrived damaged") is taken as the answer unless it is a
@@ -192,3 +200,9 @@ def _answers_missing(state: SupportState, ctx: SupportContext, text: str, intent
         transactional = other is not None and bool(other.slots or other.action)
         return not transactional and "?" not in text
     return False
+
+
+def _gives_value(state: SupportState, ctx: SupportContext, text: str) -> bool:
+    """Whether the message holds a candidate value for a slot still missing."""
+    slots = ctx.pack.spec.slots
+    return any(find_candidate(slots[s], text) is not None for s in state.get("missing", []))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -86,6 +87,16 @@ def deps(runtime: Runtime[Any]) -> SupportContext:
     if ctx.requests is None and runtime.store is not None:
         return replace(ctx, requests=StoreRequestSink(runtime.store))
     return ctx
+
+
+async def load_default_context() -> SupportContext:
+    """Build (once) the context ``deps()`` falls back to, in a worker thread.
+
+    Loading the pack and fitting the local mode reads files and takes seconds: done inside a
+    node it would stall the LangGraph server's event loop (``langgraph dev`` rejects it
+    with a ``BlockingError``), so the Studio graph awaits this before its first run.
+    """
+    return await asyncio.to_thread(_default_context)
 
 
 @lru_cache(maxsize=1)

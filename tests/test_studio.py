@@ -107,7 +107,8 @@ def _wait_until_up(server: DevServer) -> None:
                 f"langgraph dev exited with code {server.process.returncode}:\n{server.log_tail()}"
             )
         try:
-            if httpx.get(f"{server.url}/ok", timeout=2.0).status_code == 200:
+            response = httpx.get(f"{server.url}/ok", timeout=2.0, trust_env=False)
+            if response.status_code == 200:
                 return
         except httpx.TransportError:
             pass
@@ -181,14 +182,26 @@ def _visible(output: dict[str, Any]) -> dict[str, Any]:
     return {key: output.get(key) for key in COMPARED}
 
 
-async def test_studio_serves_the_graph_schemas(studio: DevServer) -> None:
-    """Studio can load the graph: the assistant exists and its schemas endpoint answers."""
+async def test_studio_loads_the_graph_and_takes_any_context(studio: DevServer) -> None:
+    """Studio can load the graph's schemas, and a run's JSON context never breaks a turn."""
     client = get_client(url=studio.url)
     assistants = await client.assistants.search(graph_id=GRAPH_ID)
     assert assistants, f"no assistant for graph {GRAPH_ID!r}"
     schemas = await client.assistants.get_schemas(assistants[0]["assistant_id"])
     assert schemas["graph_id"] == GRAPH_ID
     assert isinstance(schemas["context_schema"], dict)
+
+    # Studio sends whatever JSON the user typed as the context; the graph ignores it.
+    out = await asyncio.wait_for(
+        client.runs.wait(
+            None,
+            GRAPH_ID,
+            input={"messages": [{"role": "user", "content": FAQ_QUESTION}], "session_id": "s"},
+            context={"user_id": "someone", "model": "whatever"},
+        ),
+        timeout=RUN_TIMEOUT,
+    )
+    assert isinstance(out, dict) and out.get("route") == ["classify_intent", "handle_faq"], out
 
 
 async def test_studio_conversation_matches_the_api(studio: DevServer) -> None:

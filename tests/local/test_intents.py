@@ -1,0 +1,269 @@
+"""The offline intent classifier: accuracy on held-out phrasings, thresholds, robustness."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from supportgraph.local.intents import (
+    DEFAULT_THRESHOLD,
+    IntentClassifier,
+    IntentScore,
+    calibrate_threshold,
+    default_embedder,
+    threshold_from_scores,
+)
+
+PACK = {
+    "order_status": [
+        "where is my order",
+        "has my package shipped yet",
+        "track my parcel",
+        "when will my order arrive",
+        "my delivery is late, where is it",
+        "what is the status of my order",
+        "I am still waiting for my package",
+        "order tracking number please",
+    ],
+    "refund": [
+        "I want my money back",
+        "how do I get a refund",
+        "refund me for the broken item",
+        "can I return this and be reimbursed",
+        "please refund my payment",
+        "the product was damaged and I want a refund",
+        "when will I receive my refund",
+        "return the item for a full refund",
+    ],
+    "change_address": [
+        "I moved and need to change my address",
+        "update my shipping address",
+        "deliver to a different address please",
+        "change the delivery address on my order",
+        "my address is wrong, can you fix it",
+        "send it to my new home address",
+        "edit the street address for delivery",
+        "I need to correct my postal address",
+    ],
+    "reset_password": [
+        "I forgot my password",
+        "reset my password",
+        "I can't log in to my account",
+        "how do I change my login password",
+        "password reset link is not working",
+        "locked out of my account",
+        "send me a password reset email",
+        "my password does not work anymore",
+    ],
+    "human": [
+        "let me talk to a person",
+        "I want to speak to a human agent",
+        "connect me with customer service staff",
+        "can I chat with a real person",
+        "transfer me to an operator",
+        "get me a human please",
+        "I need a live agent",
+        "speak to someone from support",
+    ],
+}
+
+HELD_OUT = [
+    ("where's my parcel? it still hasn't arrived", "order_status"),
+    ("can you track my order for me", "order_status"),
+    ("I'd like a refund for this purchase", "refund"),
+    ("give me my money back, the item is broken", "refund"),
+    ("please update the address for my delivery", "change_address"),
+    ("I have a new address, change it", "change_address"),
+    ("forgot password, please reset it", "reset_password"),
+    ("I cannot log in, my password is not accepted", "reset_password"),
+    ("I want to talk to a real human", "human"),
+    ("put me through to an agent", "human"),
+]
+
+OUT_OF_SCOPE = [
+    "what is the capital of australia",
+    "play some jazz music",
+    "how tall is mount everest",
+    "recommend a good pizza recipe",
+]
+
+ODD_INPUTS = [
+    "",
+    "   \n\t ",
+    "😀🎉👍",
+    "x" * 10_000,
+    "where is my order " * 600,
+    "Привет, где мой заказ?",
+    "我的订单在哪里",
+    "\u0000\ufeff\u200b",
+]
+
+
+def _backends() -> list[object]:
+    hybrid = pytest.param(
+        "auto",
+        id="hybrid",
+        marks=pytest.mark.skipif(default_embedder() is None, reason="MiniLM not installed"),
+    )
+    return [pytest.param(None, id="lexical"), hybrid]
+
+
+@pytest.fixture(scope="module", params=_backends())
+def backend(request: pytest.FixtureRequest) -> object:
+    """``None`` for the lexical path, ``"auto"`` for the embedding path."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def classifier(backend: object) -> IntentClassifier:
+    """The classifier fit on the synthetic pack."""
+    return IntentClassifier(PACK, embedder=backend)
+
+
+@pytest.fixture(scope="module")
+def threshold(backend: object) -> float:
+    """The pack's calibrated threshold, without negatives."""
+    return calibrate_threshold(PACK, embedder=backend)
+
+
+@pytest.mark.parametrize(("text", "intent"), HELD_OUT)
+def test_held_out_paraphrase_gets_its_intent(
+    classifier: IntentClassifier, threshold: float, text: str, intent: str
+) -> None:
+    result = classifier.classify(text)
+    assert result.intent == intent
+    assert result.score >= threshold
+
+
+@pytest.mark.parametrize("text", OUT_OF_SCOPE)
+def test_out_of_scope_scores_below_threshold(
+    classifier: IntentClassifier, threshold: float, text: str
+) -> None:
+    assert classifier.classify(text).score < threshold
+
+
+def test_negatives_raise_the_threshold_above_their_scores(backend: object) -> None:
+    negatives = ["tell me a joke", "what time is it in tokyo", "who won the football match"]
+    calibrated = calibrate_threshold(PACK, negatives=negatives, embedder=backend)
+    classifier = IntentClassifier(PACK, embedder=backend)
+    assert 0 < calibrated < 1
+    caught = [classifier.classify(n).score < calibrated for n in negatives]
+    assert sum(caught) >= 2
+
+
+def test_rank_is_ordered_bounded_and_sums_to_at_most_one(classifier: IntentClassifier) -> None:
+    ranked = classifier.rank("refund my order please", k=5)
+    assert [r.intent for r in ranked][0] == "refund"
+    scores = [r.score for r in ranked]
+    assert scores == sorted(scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in scores)
+    assert sum(scores) <= 1.0 + 1e-9
+    assert {r.intent for r in ranked} == set(PACK)
+
+
+def test_rank_k_is_capped_and_validated(classifier: IntentClassifier) -> None:
+    assert len(classifier.rank("hello", k=50)) == len(PACK)
+    assert len(classifier.rank("hello", k=1)) == 1
+    with pytest.raises(ValueError, match="k must be at least 1"):
+        classifier.rank("hello", k=0)
+
+
+def test_classify_is_the_top_of_rank(classifier: IntentClassifier) -> None:
+    text = "my password stopped working"
+    assert classifier.classify(text) == classifier.rank(text, k=3)[0]
+    assert classifier.classify_many([text, "track it"])[0] == classifier.classify(text)
+    assert classifier.classify_many([]) == []
+
+
+@pytest.mark.parametrize("text", ODD_INPUTS, ids=lambda t: repr(t[:12]))
+def test_odd_input_gives_a_bounded_score(
+    classifier: IntentClassifier, threshold: float, text: str
+) -> None:
+    result = classifier.classify(text)
+    assert isinstance(result, IntentScore)
+    assert result.intent in PACK
+    assert 0.0 <= result.score <= 1.0
+    if not any(c.isalnum() for c in text):
+        assert result.score == 0.0 < threshold
+
+
+def test_fit_and_calibration_are_deterministic(backend: object) -> None:
+    first = IntentClassifier(PACK, embedder=backend)
+    second = IntentClassifier(PACK, embedder=backend)
+    texts = [t for t, _ in HELD_OUT] + OUT_OF_SCOPE
+    assert [first.rank(t) for t in texts] == [second.rank(t) for t in texts]
+    assert calibrate_threshold(PACK, seed=3, embedder=backend) == calibrate_threshold(
+        PACK, seed=3, embedder=backend
+    )
+
+
+def test_intents_keep_pack_order_and_skip_empty_ones() -> None:
+    examples = {"b": ["open the pod bay doors"], "empty": ["", "  "], "a": ["close the hatch"]}
+    classifier = IntentClassifier(examples, embedder=None)
+    assert classifier.intents == ["b", "a"]
+    assert classifier.classify("please close the hatch").intent == "a"
+
+
+def test_fewer_than_two_intents_is_an_error() -> None:
+    with pytest.raises(ValueError, match="at least two intents"):
+        IntentClassifier({"only": ["hello there"], "none": []}, embedder=None)
+
+
+def test_calibration_needs_two_folds() -> None:
+    with pytest.raises(ValueError, match="folds must be at least 2"):
+        calibrate_threshold(PACK, folds=1, embedder=None)
+
+
+def test_tiny_pack_falls_back_to_the_default_threshold() -> None:
+    tiny = {"yes": ["yes"], "no": ["no"]}
+    assert calibrate_threshold(tiny, embedder=None) == DEFAULT_THRESHOLD
+
+
+def test_threshold_from_scores_with_negatives_separates_them() -> None:
+    scores = [0.9, 0.8, 0.85, 0.7, 0.95]
+    correct = [True, True, True, True, True]
+    negatives = [0.2, 0.3, 0.1]
+    threshold = threshold_from_scores(scores, correct, negatives)
+    assert 0.3 < threshold <= 0.7
+
+
+def test_threshold_from_scores_without_negatives_keeps_most_right_answers() -> None:
+    scores = list(np.linspace(0.5, 1.0, 101))
+    threshold = threshold_from_scores(scores, [True] * 101)
+    assert 0.5 <= threshold <= 0.52
+    assert threshold_from_scores([0.4], [False]) == DEFAULT_THRESHOLD
+
+
+def _shared_data() -> Path:
+    env = os.environ.get("SUPPORTGRAPH_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+@pytest.fixture(scope="module")
+def clinc_sample() -> dict[str, list]:
+    """Twenty CLINC150 intents: 30 training examples each, their test queries, 200 OOS."""
+    path = _shared_data() / "clinc150" / "data_full.json"
+    if not path.is_file():
+        pytest.skip(f"CLINC150 data not found at {path}")
+    data = json.loads(path.read_text())
+    names = sorted({intent for _, intent in data["train"]})[::7][:20]
+    train = {n: [t for t, i in data["train"] if i == n][:30] for n in names}
+    test = [(t, i) for t, i in data["test"] if i in train]
+    return {"train": train, "test": test, "oos": [t for t, _ in data["oos_test"]][:200]}
+
+
+def test_clinc150_sample_accuracy_and_out_of_scope(clinc_sample: dict[str, list]) -> None:
+    classifier = IntentClassifier(clinc_sample["train"])
+    threshold = calibrate_threshold(clinc_sample["train"])
+    test = clinc_sample["test"]
+    results = classifier.classify_many([t for t, _ in test])
+    right = [r.intent == gold for r, (_, gold) in zip(results, test, strict=True)]
+    answered = [ok and r.score >= threshold for ok, r in zip(right, results, strict=True)]
+    caught = [r.score < threshold for r in classifier.classify_many(clinc_sample["oos"])]
+    assert np.mean(right) >= 0.90
+    assert np.mean(answered) >= 0.82
+    assert np.mean(caught) >= 0.5
