@@ -113,6 +113,11 @@ class Store(ABC):
         except Exception as exc:  # noqa: BLE001 - any driver error means not ready
             raise StoreUnavailable(str(exc)) from exc
 
+    @asynccontextmanager
+    async def session_lock(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session across processes (a no-op where one process owns the database)."""
+        yield
+
     async def create_session(self, session_id: str, *, pack_name: str, pack_version: str) -> None:
         """Record a new conversation."""
         now = _now()
@@ -278,6 +283,22 @@ class PostgresStore(Store):
         ):
             await cur.execute(sql, params)
             return list(await cur.fetchall())
+
+    @asynccontextmanager
+    async def session_lock(self, session_id: str) -> AsyncIterator[None]:
+        """A PostgreSQL advisory lock on the session, held on its own pooled connection.
+
+        Callers take the per-process lock first, so at most one connection per session and
+        process waits here, and waiters cannot exhaust the pool.
+        """
+        async with unavailable_as_domain_error(), self.pool.connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,))
+            try:
+                yield
+            finally:
+                await conn.execute(
+                    "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (session_id,)
+                )
 
     async def _insert_returning_id(self, sql: str, params: tuple[Any, ...]) -> int:
         rows = await self._fetch(sql + " RETURNING id", params)

@@ -7,10 +7,11 @@ so a checkpoint stays small however long a conversation runs.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
 
 MAX_WINDOW = 12
 """Messages kept in state; older ones live only in the transcript table."""

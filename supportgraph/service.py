@@ -109,7 +109,7 @@ class SupportService:
     async def turn(self, session_id: str, message: str) -> TurnResult:
         """Run one customer turn: store the message, run the graph, store the reply."""
         await self.require(session_id)
-        async with self.locks.hold(session_id):
+        async with self.locks.hold(session_id), self.store.session_lock(session_id):
             await self.store.append_message(session_id, role="customer", content=message)
             async with unavailable_as_domain_error():
                 out = await self.graph.ainvoke(

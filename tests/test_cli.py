@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import STORE_PACK, TEST_SECRET
+from tests.utils.db import fresh_schema
 from tests.utils.orders import order
 
 BIN = Path(sys.executable).parent / "supportgraph"
@@ -46,11 +48,11 @@ def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Com
 
 
 @contextmanager
-def serving(tmp_path: Path, port: int) -> Iterator[str]:
+def serving(tmp_path: Path, port: int, *args: str, **env: str) -> Iterator[str]:
     """``supportgraph serve`` as its own process; killed hard at the end."""
     proc = subprocess.Popen(
-        [str(BIN), "serve", "--port", str(port)],
-        env=cli_env(tmp_path),
+        [str(BIN), "serve", "--port", str(port), *args],
+        env=cli_env(tmp_path, **env),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -97,6 +99,36 @@ def test_serve_over_http_survives_a_restart(tmp_path: Path) -> None:
         assert second.json()["status"] == "resolved"
         session = httpx.get(f"{url}/api/support/sessions/{body['session_id']}", headers=headers)
     assert [m["role"] for m in session.json()["messages"]] == ["customer", "assistant"] * 2
+
+
+async def test_two_workers_on_postgres_keep_every_concurrent_message(tmp_path: Path) -> None:
+    """Turns of one session are serialised across worker processes: nothing is lost."""
+    with (
+        fresh_schema() as url,
+        serving(tmp_path, free_port(), "--workers", "2", SUPPORTGRAPH_DATABASE_URL=url) as base,
+    ):
+        async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+            first = (await client.post("/api/support/chat", json={"message": "hello"})).json()
+            headers = {"Authorization": f"Bearer {first['session_token']}"}
+            texts = [f"message {i}: how much is shipping?" for i in range(20)]
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        "/api/support/chat",
+                        json={"message": t, "session_id": first["session_id"]},
+                        headers=headers,
+                    )
+                    for t in texts
+                )
+            )
+            session = await client.get(
+                f"/api/support/sessions/{first['session_id']}", headers=headers
+            )
+    assert [r.status_code for r in responses] == [200] * len(texts)
+    messages = session.json()["messages"]
+    customer = [m["content"] for m in messages if m["role"] == "customer"]
+    assert sorted(customer) == sorted(["hello", *texts])
+    assert len(messages) == 2 * len(customer), "each message answered exactly once"
 
 
 def test_serve_refuses_several_workers_on_sqlite(tmp_path: Path) -> None:
