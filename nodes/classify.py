@@ -43,7 +43,14 @@ async def classify_intent(state: SupportState, runtime: Runtime[SupportContext])
         # A person has the conversation: record nothing here, answer nothing.
         return {**base, "next_node": "escalate_human"}
     usage = empty_usage()
-    reading = await _read_message(state, ctx, text, usage)
+    awaited = (
+        state.get("status") == "awaiting_info"
+        and state.get("intent") in ctx.pack.intents
+        and not state.get("pending_action")
+        and _gives_value(state, ctx, text)
+    )
+    # A value for what was just asked decides the route by itself: no model call needed.
+    reading = await _read_message(state, ctx, text, usage, use_model=not awaited)
     update = {**base, "usage": usage}
     update.update({k: reading[k] for k in ("confidence", "sentiment", "confirmation")})
     if state.get("status") == "resolved":
@@ -55,13 +62,18 @@ async def classify_intent(state: SupportState, runtime: Runtime[SupportContext])
 
 
 async def _read_message(
-    state: SupportState, ctx: SupportContext, text: str, usage: dict[str, int]
+    state: SupportState,
+    ctx: SupportContext,
+    text: str,
+    usage: dict[str, int],
+    *,
+    use_model: bool = True,
 ) -> dict[str, Any]:
     """Intent, confidence, sentiment and yes/no answer: from the model, else the local mode."""
     esc = ctx.pack.spec.escalation
     conf = ctx.pack.spec.confirmation
     result = None
-    if ctx.models is not None:
+    if ctx.models is not None and use_model:
         intents = "\n".join(
             f"- {i.name}: {i.description or i.examples[0]}" for i in ctx.pack.spec.intents
         )

@@ -93,7 +93,7 @@ async def _candidates(
     """Raw values for the intent's slots: from the model, else the pack's patterns."""
     slots = ctx.pack.spec.slots
     text = latest_customer_text(state)
-    if ctx.models is not None:
+    if ctx.models is not None and not _patterns_suffice(ctx, names, have, text):
         wanted = "\n".join(f"- {n}: {slots[n].description or slots[n].prompt}" for n in names)
         result = await structured(
             ctx.models.extract,
@@ -130,3 +130,21 @@ async def _candidates(
 def _gave_other(found: dict[str, str], have: dict[str, str], name: str) -> bool:
     """Whether this message brought values for other slots (then it is not the free-text answer)."""
     return any(k != name and have.get(k) != v for k, v in found.items())
+
+
+def _patterns_suffice(
+    ctx: SupportContext, names: list[str], have: dict[str, str], text: str
+) -> bool:
+    """Whether the pack's patterns answer this message without the model.
+
+    True when every missing slot is a pattern slot (an identifier such as an order number
+    or an email, which any value must match anyway) and the patterns find at least one
+    valid value in the message. The model is still asked when a free-text slot is missing
+    or when the patterns find nothing (the customer may have spelled a value out).
+    """
+    slots = ctx.pack.spec.slots
+    missing = [n for n in names if n not in have]
+    if not missing or any(slots[n].type != "pattern" for n in missing):
+        return False
+    found = extract_from(slots, missing, [text])
+    return any(validate(slots[n], v).error is None for n, v in found.items())

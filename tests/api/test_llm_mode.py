@@ -77,11 +77,7 @@ async def test_order_status_with_model_extraction(
     model = ScriptedModel(
         {
             "Classification": [classification("order_status")],
-            "SlotValues": [
-                {"order_number": "12"},
-                {"order_number": DELIVERED["order_id"]},
-                {"order_number": DELIVERED["order_id"], "email": DELIVERED["email"]},
-            ],
+            "SlotValues": [{"order_number": "12"}],
         }
     )
     with respx.mock(assert_all_mocked=True) as mock:
@@ -95,7 +91,36 @@ async def test_order_status_with_model_extraction(
     assert second["status"] == "awaiting_info" and "email" in second["reply"].lower()
     assert third["status"] == "resolved"
     assert DELIVERED["delivered_at"] in third["reply"]
-    assert [t["usage"]["llm_calls"] for t in (first, second, third)] == [2, 2, 2]
+    # Values the pack's patterns find and validate need no model call (classify, extract).
+    assert [t["usage"]["llm_calls"] for t in (first, second, third)] == [2, 0, 0]
+    assert model.calls == ["Classification", "SlotValues"]
+
+
+async def test_free_text_slot_comes_from_the_model(
+    app_factory: Any, sqlite_backend: dict[str, Any]
+) -> None:
+    reason = "the lamp arrived with a cracked base"
+    model = ScriptedModel(
+        {
+            "Classification": [classification("refund_request")],
+            "SlotValues": [
+                {
+                    "order_number": DELIVERED["order_id"],
+                    "email": DELIVERED["email"],
+                    "reason": reason,
+                }
+            ],
+        }
+    )
+    with respx.mock(assert_all_mocked=True) as mock:
+        mock.post(COMPLETIONS).mock(side_effect=model)
+        async with app_factory(**sqlite_backend, **stub_llm_settings()) as client:
+            body = await Customer(client).say(
+                f"Refund please: order {DELIVERED['order_id']}, {DELIVERED['email']}; {reason}."
+            )
+    assert body["status"] == "awaiting_info", "a refund is stated and waits for a yes"
+    assert reason in body["reply"]
+    assert body["usage"]["llm_calls"] == 2
 
 
 @pytest.mark.parametrize(
