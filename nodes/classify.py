@@ -91,8 +91,7 @@ async def _read_message(
         if confidence < ctx.low_confidence:
             intent = "other"
     else:
-        best = ctx.classifier.classify(text)
-        intent, confidence = best.intent, best.score
+        intent, confidence = _local_intent(ctx, text)
         if confidence < ctx.low_confidence:
             intent = "other"
         sentiment = local_text.sentiment(text, esc.negative_words)
@@ -145,7 +144,9 @@ def _decide(
         }
 
     if awaiting:
-        if _answers_missing(state, ctx, text, intent) or not confident or intent == current:
+        asks_question = "?" in text and intent != "other"
+        stays = not confident and not asks_question
+        if _answers_missing(state, ctx, text, intent) or stays or intent == current:
             return {
                 **out,
                 "intent": current,
@@ -218,3 +219,27 @@ def _gives_value(state: SupportState, ctx: SupportContext, text: str) -> bool:
     """Whether the message holds a candidate value for a slot still missing."""
     slots = ctx.pack.spec.slots
     return any(find_candidate(slots[s], text) is not None for s in state.get("missing", []))
+
+
+def _local_intent(ctx: SupportContext, text: str) -> tuple[str, float]:
+    """The local classifier's intent; FAQ-answered intents pool their confidence.
+
+    ``faq`` and the pack's intents with no slots and no action all go to handle_faq, so when
+    the best one is among them their scores add up: "do you ship to Canada?" split between
+    ``faq`` and ``shipping_question`` is still clearly a FAQ question.
+    """
+    ranked = ctx.classifier.rank(text, k=5)
+    if not ranked:
+        return "other", 0.0
+    best = ranked[0]
+    if not _faq_answered(ctx, best.intent):
+        return best.intent, best.score
+    pooled = sum(r.score for r in ranked if _faq_answered(ctx, r.intent))
+    return best.intent, min(1.0, pooled)
+
+
+def _faq_answered(ctx: SupportContext, intent: str) -> bool:
+    spec = ctx.pack.intents.get(intent)
+    if spec is None:
+        return intent == "faq"
+    return not spec.slots and spec.action is None and not spec.human_only

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -113,23 +115,28 @@ async def _candidates(
     pattern_slots = [n for n in names if slots[n].type == "pattern" or slots[n].extract]
     found = extract_from(slots, pattern_slots, customer_texts(state))
     # The latest message's own values win over earlier turns'.
-    found.update(extract_from(slots, pattern_slots, [text]))
+    latest = extract_from(slots, pattern_slots, [text])
+    found.update(latest)
     asked = state.get("missing") or []
-    if state.get("status") == "awaiting_info" and asked:
-        for name in asked:
-            if (
-                slots[name].type == "text"
-                and name not in found
-                and not _gave_other(found, have, name)
-            ):
-                found[name] = text
-                break
+    if state.get("status") == "awaiting_info":
+        text_slot = next((n for n in asked if slots[n].type == "text" and n not in found), None)
+        answer = _free_text(text, latest.values()) if text_slot else None
+        if text_slot and answer:
+            found[text_slot] = answer
     return {n: v for n, v in found.items() if v != have.get(n)}
 
 
-def _gave_other(found: dict[str, str], have: dict[str, str], name: str) -> bool:
-    """Whether this message brought values for other slots (then it is not the free-text answer)."""
-    return any(k != name and have.get(k) != v for k, v in found.items())
+def _free_text(text: str, values: Iterable[str]) -> str | None:
+    """The message as a free-text answer, without the identifiers it also gave.
+
+    "caleb@example.org, it arrived broken" answers the email and the reason at once; a
+    message that is only identifiers ("1042") is no free-text answer.
+    """
+    rest = text
+    for value in values:
+        rest = rest.replace(value, " ")
+    rest = re.sub(r"^[\s,;:.#-]+|[\s,;:-]+$", "", " ".join(rest.split()))
+    return rest if len(re.findall(r"\w+", rest)) >= 2 else None
 
 
 def _patterns_suffice(
