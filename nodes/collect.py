@@ -120,7 +120,10 @@ async def _candidates(
     asked = state.get("missing") or []
     if state.get("status") == "awaiting_info":
         text_slot = next((n for n in asked if slots[n].type == "text" and n not in found), None)
-        answer = _free_text(text, latest.values()) if text_slot else None
+        # A correction of a value already given ("oops, the order is 1013") is no answer
+        # to the free-text question; values for other questions asked at once are.
+        corrects = any(n in have and have[n] != v for n, v in latest.items())
+        answer = _free_text(text, latest.values()) if text_slot and not corrects else None
         if text_slot and answer:
             found[text_slot] = answer
     return {n: v for n, v in found.items() if v != have.get(n)}

@@ -11,6 +11,8 @@ from nodes.context import SupportContext
 from supportgraph.llm import empty_usage
 
 MAX_TRIED = 10
+AFTER = "after:"
+"""``topic_start`` prefix: values come only from messages after this one."""
 
 
 def say(state: SupportState, ctx: SupportContext, text: str) -> dict[str, Any]:
@@ -54,9 +56,11 @@ def latest_customer_id(state: SupportState) -> str | None:
 def customer_texts(state: SupportState) -> list[str]:
     """The customer's messages of the current topic in the window, oldest first."""
     humans = [m for m in state.get("messages", []) if isinstance(m, HumanMessage)]
-    start = state.get("topic_start")
+    start = state.get("topic_start") or ""
     ids = [m.id for m in humans]
-    if start in ids:
+    if start.startswith(AFTER) and start[len(AFTER) :] in ids:
+        humans = humans[ids.index(start[len(AFTER) :]) + 1 :]
+    elif start in ids:
         humans = humans[ids.index(start) :]
     return [str(m.content) for m in humans]
 

@@ -8,7 +8,7 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.state import SupportState
-from nodes.common import say, step, tried
+from nodes.common import AFTER, latest_customer_id, say, step, tried
 from nodes.context import SupportContext, deps
 from supportgraph.actions import ActionCall, ActionResult
 
@@ -115,6 +115,9 @@ def _outcome(
     reply = f"{result.reply}\n{prompt}" if retry and result.status == "not_found" else result.reply
     status = "awaiting_info" if retry and result.status == "not_found" else "active"
     slots = None if result.status == "not_found" else {}
+    if result.status == "not_found":
+        # Forget the values for good: later turns must not read them back from the window.
+        base["topic_start"] = AFTER + (latest_customer_id(state) or "")
     return {
         **base,
         **say(state, ctx, reply),

@@ -54,7 +54,9 @@ class Cases(_Params):
 
     def pick(self, record: Mapping[str, str]) -> str:
         """The template for this record."""
-        return self.cases.get(str(record.get(self.field, "")).lower(), self.default)
+        value = str(record.get(self.field, "")).casefold()
+        cases = {key.casefold(): template for key, template in self.cases.items()}
+        return cases.get(value, self.default)
 
 
 Template = str | Cases

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 _WORD = re.compile(r"[\w']+", re.UNICODE)
+_NEGATION = re.compile(r"\b(?:not|never|no|nope|nah)\b|n't\b|n’t\b")
 
 
 def _phrases(text: str) -> str:
@@ -34,8 +35,11 @@ def confirmation(
         return "none"
     said_no = _has_any(text, no)
     said_yes = _has_any(text, yes)
-    if said_no and not said_yes:
+    if said_yes and said_no:
+        return "none"
+    if said_no:
         return "no"
-    if said_yes and not said_no:
+    if said_yes and not (_NEGATION.search(text.casefold()) or text.rstrip().endswith("?")):
+        # "absolutely not", "that's not ok", "sure?": never a yes, whatever the pack lists.
         return "yes"
     return "none"
