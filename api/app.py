@@ -8,18 +8,23 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
 
+from api.agent_auth import AgentTokens
 from api.auth import SessionTokens
-from api.errors import install_error_handlers
+from api.errors import error_response, install_error_handlers
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
-from api.routes import health, support
+from api.routes import admin, agent, health, pages, sessions, stream, support
 from checkpoints import open_persistence
 from graphs.support import build_graph
 from nodes.context import SupportContext
+from supportgraph.events import EventHub
+from supportgraph.handoff import HandoffService
 from supportgraph.logs import configure_logging
 from supportgraph.pack import load_pack
-from supportgraph.service import SupportService
+from supportgraph.service import SessionBusy, SupportService
 from supportgraph.settings import Settings
+from supportgraph.webhooks import WebhookConfig, WebhookDispatcher
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -27,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     configure_logging(settings.log_level, json_lines=settings.log_json)
     pack = load_pack(settings.pack_path)
+    webhooks = WebhookConfig.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,17 +42,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool_min_size=settings.pool_min_size,
             pool_max_size=settings.pool_max_size,
             pool_timeout=settings.pool_timeout,
+            pool_max_idle=settings.pool_max_idle,
+            pool_max_lifetime=settings.pool_max_lifetime,
         ) as persistence:
             context = SupportContext.from_settings(settings, requests=persistence.store, pack=pack)
             graph = build_graph().compile(checkpointer=persistence.saver)
+            hub = EventHub(
+                persistence.store, webhooks=webhooks, heartbeat=settings.sse_heartbeat_seconds
+            )
             app.state.service = SupportService(
                 graph=graph,
                 context=context,
                 store=persistence.store,
                 durability=settings.durability,
+                events=hub,
+                chunk_delay=settings.stream_chunk_delay,
+                keep_checkpoints=settings.keep_checkpoints,
+                busy_policy=settings.busy_policy,
             )
+            app.state.handoff = HandoffService(app.state.service)
             app.state.persistence = persistence
-            yield
+            dispatcher = (
+                WebhookDispatcher(persistence.store, webhooks, wake=hub.outbox_added)
+                if webhooks
+                else None
+            )
+            await hub.start()
+            if dispatcher is not None:
+                await dispatcher.start()
+            try:
+                yield
+            finally:
+                if dispatcher is not None:
+                    await dispatcher.stop()
+                await app.state.service.aclose()
+                await hub.stop()
 
     app = FastAPI(
         title="supportgraph",
@@ -58,17 +88,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.tokens = SessionTokens(
         settings.signing_key(), ttl=timedelta(days=settings.session_token_ttl_days)
     )
+    app.state.agent_tokens = AgentTokens.from_settings(settings)
     install_error_handlers(app)
+    app.add_exception_handler(SessionBusy, _session_busy)  # type: ignore[arg-type]
     app.include_router(support.router)
+    app.include_router(stream.router)
+    app.include_router(sessions.router)
+    app.include_router(agent.router)
+    app.include_router(admin.router)
     app.include_router(health.router)
+    pages.install(app)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "X-Request-ID",
+                "Last-Event-ID",
+                "X-API-Key",
+                "X-Customer-ID",
+            ],
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app
+
+
+async def _session_busy(_: object, exc: SessionBusy) -> JSONResponse:
+    """409 with Retry-After: a turn of the session runs and the busy policy is ``reject``."""
+    return error_response(
+        409,
+        "a message of this session is being answered; send this one after it",
+        code="session_busy",
+        headers={"Retry-After": str(exc.retry_after)},
+    )

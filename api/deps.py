@@ -1,14 +1,23 @@
-"""``Annotated`` dependency aliases: the service, the token issuer and the session caller."""
+"""``Annotated`` dependency aliases: the services, the token issuers, the callers.
+
+Customer side: a session token (bound to one session, revocable), or a company backend's
+``X-API-Key`` with its own ``X-Customer-ID`` (sessions created for that id). Agent side: an
+agent JWT (``api.agent_auth``).
+"""
 
 from __future__ import annotations
 
+import hmac
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Header, HTTPException, Path, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
+from api.agent_auth import Agent, AgentRoleError, AgentTokenError, AgentTokens
 from api.auth import SessionTokens, TokenError
-from api.schemas import SESSION_ID_PATTERN
+from api.schemas import CUSTOMER_ID_PATTERN, SESSION_ID_PATTERN
+from supportgraph.handoff import HandoffService
 from supportgraph.service import SupportService
 
 _bearer = HTTPBearer(auto_error=False, description="The session token from the first chat reply.")
@@ -29,16 +38,27 @@ TokensDep = Annotated[SessionTokens, Depends(get_tokens)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def token_session(credentials: Credentials, tokens: TokensDep) -> str | None:
-    """The session id the bearer token is bound to; None without a token; 401 if invalid."""
+async def token_session(
+    credentials: Credentials, tokens: TokensDep, service: ServiceDep
+) -> str | None:
+    """The session id the bearer token is bound to; None without a token; 401 if invalid.
+
+    A token issued before the session revoked its tokens is invalid too.
+    """
     if credentials is None:
         return None
     try:
-        return tokens.session_of(credentials.credentials)
+        session_id, issued_us = tokens.check(credentials.credentials)
     except TokenError as exc:
         raise HTTPException(
             401, "invalid or expired session token", headers={"WWW-Authenticate": "Bearer"}
         ) from exc
+    row = await service.store.get_session(session_id)
+    if row is not None and issued_us < row.tokens_valid_after:
+        raise HTTPException(
+            401, "this session token was revoked", headers={"WWW-Authenticate": "Bearer"}
+        )
+    return session_id
 
 
 TokenSession = Annotated[str | None, Depends(token_session)]
@@ -56,13 +76,115 @@ def authorize(session_id: str, token_session_id: str | None) -> None:
         raise HTTPException(404, "session not found")
 
 
-def owned_session(
-    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session id.")],
+@dataclass(frozen=True)
+class Caller:
+    """Who calls a customer endpoint: a session token's holder, or a company's backend."""
+
+    session_id: str | None = None
+    """The session the token is bound to."""
+    customer_id: str | None = None
+    """The company's own id for its customer (server API key callers)."""
+
+
+_api_key = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="A company backend's server API key; send X-Customer-ID with it.",
+)
+
+
+def _known_key(request: Request, key: str) -> bool:
+    keys = request.app.state.settings.server_api_keys
+    return any(hmac.compare_digest(key.encode(), k.get_secret_value().encode()) for k in keys)
+
+
+async def customer_caller(
+    request: Request,
     token_session_id: TokenSession,
+    api_key: Annotated[str | None, Depends(_api_key)],
+    customer_id: Annotated[
+        str | None,
+        Header(
+            alias="X-Customer-ID",
+            pattern=CUSTOMER_ID_PATTERN,
+            description="The company's own customer id (with X-API-Key).",
+        ),
+    ] = None,
+) -> Caller | None:
+    """The caller; None when there are no credentials at all."""
+    if api_key is not None:
+        if not _known_key(request, api_key):
+            raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "ApiKey"})
+        if customer_id is None:
+            raise HTTPException(422, "X-API-Key needs an X-Customer-ID header")
+        return Caller(customer_id=customer_id)
+    if token_session_id is not None:
+        return Caller(session_id=token_session_id)
+    return None
+
+
+CustomerCaller = Annotated[Caller | None, Depends(customer_caller)]
+
+
+async def authorize_caller(service: SupportService, session_id: str, caller: Caller | None) -> None:
+    """401 without credentials; 404 unless the session is the caller's (existence not revealed)."""
+    if caller is None or caller.customer_id is None:
+        authorize(session_id, caller.session_id if caller else None)
+        return
+    row = await service.store.get_session(session_id)
+    if row is None or row.customer_id != caller.customer_id:
+        raise HTTPException(404, "session not found")
+
+
+async def owned_session(
+    session_id: Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session id.")],
+    caller: CustomerCaller,
+    service: ServiceDep,
 ) -> str:
-    """The path's session id, when the caller's token is bound to it."""
-    authorize(session_id, token_session_id)
+    """The path's session id, when it is the caller's."""
+    await authorize_caller(service, session_id, caller)
     return session_id
 
 
 OwnedSession = Annotated[str, Depends(owned_session)]
+
+
+def get_handoff(request: Request) -> HandoffService:
+    """The agents' side of conversations."""
+    return request.app.state.handoff
+
+
+def get_agent_tokens(request: Request) -> AgentTokens:
+    """The app's agent-token verifier."""
+    return request.app.state.agent_tokens
+
+
+HandoffDep = Annotated[HandoffService, Depends(get_handoff)]
+AgentTokensDep = Annotated[AgentTokens, Depends(get_agent_tokens)]
+
+_agent_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="AgentToken",
+    description="An agent JWT (`supportgraph agent token NAME`, or your identity provider's).",
+)
+
+
+def current_agent(
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_agent_bearer)],
+    agent_tokens: AgentTokensDep,
+) -> Agent:
+    """The agent behind the bearer token: 401 without a valid one, 403 for another role."""
+    challenge = {"WWW-Authenticate": "Bearer"}
+    if credentials is None:
+        raise HTTPException(
+            401, "agent endpoints need 'Authorization: Bearer <agent token>'", challenge
+        )
+    try:
+        return agent_tokens.agent(credentials.credentials)
+    except AgentTokenError as exc:
+        raise HTTPException(401, "invalid or expired agent token", headers=challenge) from exc
+    except AgentRoleError as exc:
+        raise HTTPException(403, f"{exc}; agent endpoints need role agent or admin") from exc
+
+
+CurrentAgent = Annotated[Agent, Depends(current_agent)]

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 
 Status = Literal["active", "awaiting_info", "escalated", "resolved"]
 
@@ -117,3 +118,128 @@ class Health(BaseModel):
 
     status: str
     database: str | None = None
+
+
+# Human hand-off: sessions for a company's backend, token rotation, the agents' workspace.
+
+
+class SessionToken(BaseModel):
+    """A session and a fresh token for it."""
+
+    session_id: str
+    session_token: str = Field(description="Send as 'Authorization: Bearer <token>'.")
+
+
+class CustomerSession(BaseModel):
+    """One of a company customer's sessions."""
+
+    session_id: str
+    status: Status
+    intent: str | None
+    created_at: str
+    updated_at: str
+
+
+class CustomerSessions(BaseModel):
+    """A company customer's sessions, newest activity first."""
+
+    items: list[CustomerSession]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+
+
+class AgentMe(BaseModel):
+    """The agent a token belongs to."""
+
+    name: str
+    role: Literal["agent", "admin"]
+
+
+class AgentText(BaseModel):
+    """What an agent writes: a reply to the customer, or an internal note."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=4000)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be blank")
+        if "\x00" in value:
+            raise ValueError("text must not contain NUL characters")
+        return value
+
+
+class QueueItem(BaseModel):
+    """A conversation in the agents' list."""
+
+    session_id: str
+    status: Status
+    intent: str | None
+    escalation_reason: str | None
+    claimed_by: str | None
+    claimed_at: str | None
+    customer_id: str | None
+    turns: int
+    created_at: str
+    updated_at: str
+    last_message: str | None = Field(description="The latest line of the transcript.")
+
+
+class Queue(BaseModel):
+    """A page of conversations, newest activity first."""
+
+    items: list[QueueItem]
+    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page.")
+    last_event_id: int = Field(
+        description="Send as Last-Event-ID to /api/agent/events to miss nothing after this list."
+    )
+
+
+class AgentTranscriptMessage(BaseModel):
+    """One transcript line, with the agent who wrote it."""
+
+    id: int
+    role: Literal["customer", "assistant", "agent"]
+    content: str
+    created_at: str
+    author: str | None = None
+
+
+class Note(BaseModel):
+    """An internal note (never shown to the customer)."""
+
+    id: int
+    author: str
+    content: str
+    created_at: str
+
+
+class ClaimOut(BaseModel):
+    """Who holds a conversation."""
+
+    session_id: str
+    status: Status
+    claimed_by: str | None
+    claimed_at: str | None
+
+
+class ConversationOut(BaseModel):
+    """Everything an agent sees of one conversation."""
+
+    session_id: str
+    status: Status
+    intent: str | None
+    pack_version: str
+    customer_id: str | None
+    claimed_by: str | None
+    claimed_at: str | None
+    escalation_reason: str | None
+    created_at: str
+    updated_at: str
+    slots: dict[str, str]
+    escalation: EscalationOut | None = Field(description="The hand-off packet.")
+    summary: str
+    messages: list[AgentTranscriptMessage]
+    notes: list[Note]

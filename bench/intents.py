@@ -40,6 +40,9 @@ SHOTS = 10
 PACK_INTENTS = 20
 PACK_EXAMPLES = 15
 LATENCY_QUERIES = 200
+SMALL_PACK_INTENTS = 10
+SMALL_PACK_EXAMPLES = 10
+SMALL_PACK_REPEATS = 4
 
 PUBLISHED = {
     "banking77_full.accuracy": (93.66, "BERT fine-tuned (Casanueva et al. 2020)"),
@@ -64,9 +67,12 @@ ROWS: list[tuple[str, str]] = [
     ("CLINC150: out-of-scope recall", "clinc150.oos_recall"),
     ("CLINC150: threshold (val + oos_val)", "clinc150.threshold"),
     ("CLINC150: in-scope acc., no threshold", "clinc150.no_threshold_in_scope_accuracy"),
-    ("CLINC150 no negatives: in-scope acc.", "clinc150.without_negatives.in_scope_accuracy"),
-    ("CLINC150 no negatives: OOS recall", "clinc150.without_negatives.oos_recall"),
-    ("CLINC150 no negatives: threshold", "clinc150.without_negatives.threshold"),
+    ("CLINC150 generic negatives: in-scope acc.", "clinc150.generic_negatives.in_scope_accuracy"),
+    ("CLINC150 generic negatives: OOS recall", "clinc150.generic_negatives.oos_recall"),
+    ("CLINC150 generic negatives: threshold", "clinc150.generic_negatives.threshold"),
+    ("small packs 10x10: in-scope acc.", "small_packs.in_scope_accuracy"),
+    ("small packs 10x10: OOS recall", "small_packs.oos_recall"),
+    ("small packs 10x10: threshold", "small_packs.threshold"),
     ("fit Banking77 full (s)", "banking77_full.fit_seconds"),
     ("fit CLINC150 full (s)", "clinc150.fit_seconds"),
     ("pack of 300: model load (s)", "pack.load_seconds"),
@@ -89,12 +95,29 @@ class Predictor(Protocol):
 
 @dataclass
 class Method:
-    """A named way to fit a classifier on intent examples."""
+    """One classifier under test: the offline one (with or without embeddings) or the baseline."""
 
     name: str
-    fit: Callable[[Mapping[str, Sequence[str]]], Predictor]
-    make_fresh: Callable[[], Callable[[Mapping[str, Sequence[str]]], Predictor]]
+    intents: Any = None  # the supportgraph.local.intents module; None for the baseline
     embedder: Any = None
+
+    def fit(self, examples: Mapping[str, Sequence[str]]) -> Predictor:
+        """Fit on ``examples``, reusing this method's embedder (and its cache)."""
+        if self.intents is None:
+            return NearestExample(examples)
+        return self.intents.IntentClassifier(examples, embedder=self.embedder)
+
+    def cold(self) -> Method:
+        """The same method with a newly loaded embedder, for start-up timings."""
+        if self.embedder is None:
+            return self
+        return Method(self.name, self.intents, self.intents.load_minilm_embedder())
+
+    def calibrate(self, examples: Mapping[str, Sequence[str]]) -> float | None:
+        """The default calibrated threshold for a pack (None for the baseline)."""
+        if self.intents is None:
+            return None
+        return self.intents.calibrate_threshold(examples, embedder=self.embedder)
 
 
 @dataclass(frozen=True)
@@ -124,11 +147,11 @@ class NearestExample:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run every measurement, print the table and write the JSON."""
     args = _parse(argv)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)
     data = _load_data(args.data)
     methods = _methods(console)
     with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("intent benchmark", total=len(methods) * 7 + 1)
+        task = progress.add_task("intent benchmark", total=len(methods) * 8 + 1)
         _warm_up(methods, data, progress, task)
         results = {m.name: _measure(m, data, progress, task) for m in methods}
     report = _report(results, args.data)
@@ -172,28 +195,12 @@ def _read_csv(path: Path) -> Pairs:
 
 def _methods(console: Console) -> list[Method]:
     intents = _import_intents()
-    methods = []
+    methods = [Method("lexical", intents), Method("baseline")]
     shared = intents.load_minilm_embedder(cache_size=100_000)
     if shared is None:
         console.print("[yellow]MiniLM packages missing: measuring the lexical path only[/yellow]")
-    else:
-        methods.append(
-            Method(
-                "hybrid",
-                lambda ex: intents.IntentClassifier(ex, embedder=shared),
-                lambda: _fresh_hybrid(intents),
-                embedder=shared,
-            )
-        )
-    lexical = lambda ex: intents.IntentClassifier(ex, embedder=None)  # noqa: E731
-    methods.append(Method("lexical", lexical, lambda: lexical))
-    methods.append(Method("baseline", NearestExample, lambda: NearestExample))
-    return methods
-
-
-def _fresh_hybrid(intents: Any) -> Callable[[Mapping[str, Sequence[str]]], Predictor]:
-    embedder = intents.load_minilm_embedder()
-    return lambda ex: intents.IntentClassifier(ex, embedder=embedder)
+        return methods
+    return [Method("hybrid", intents, shared), *methods]
 
 
 def _import_intents() -> Any:
@@ -229,6 +236,9 @@ def _measure(method: Method, data: dict[str, Pairs], progress: Progress, task: A
     out["banking77_10shot"] = _summarise_shots(shots)
     progress.update(task, description=f"{method.name}: CLINC150")
     out["clinc150"] = _clinc(method, data)
+    progress.advance(task)
+    progress.update(task, description=f"{method.name}: small CLINC150 packs")
+    out["small_packs"] = _small_packs(method, data)
     progress.advance(task)
     progress.update(task, description=f"{method.name}: pack fit and latency")
     out["pack"] = _pack_timing(method, data)
@@ -267,13 +277,14 @@ def _clinc(method: Method, data: dict[str, Pairs]) -> dict:
     test = _scores(model, data["clinc_test"])
     test_oos = [s for s, _ in _scores(model, data["clinc_oos_test"])]
     scores, right = [s for s, _ in val], [r for _, r in val]
+    generic = [r.score for r in model.classify_many(intents.GENERIC_NEGATIVES)]
     with_negatives = intents.threshold_from_scores(scores, right, val_oos)
-    without = intents.threshold_from_scores(scores, right)
+    default = intents.threshold_from_scores(scores, right, generic)
     return {
         "threshold": with_negatives,
         **_clinc_at(with_negatives, test, test_oos),
         "no_threshold_in_scope_accuracy": 100 * float(np.mean([r for _, r in test])),
-        "without_negatives": {"threshold": without, **_clinc_at(without, test, test_oos)},
+        "generic_negatives": {"threshold": default, **_clinc_at(default, test, test_oos)},
         "fit_seconds": fit_seconds,
     }
 
@@ -290,15 +301,37 @@ def _clinc_at(threshold: float, test: list[tuple[float, bool]], oos: list[float]
     }
 
 
+def _small_packs(method: Method, data: dict[str, Pairs]) -> dict:
+    """Packs of a service's size cut from CLINC150, each with its default calibrated threshold."""
+    grouped = _group(data["clinc_train"])
+    oos = [t for t, _ in data["clinc_oos_test"]]
+    runs = []
+    for seed in range(SMALL_PACK_REPEATS):
+        rng = np.random.default_rng(seed)
+        names = rng.choice(sorted(grouped), size=SMALL_PACK_INTENTS, replace=False)
+        pack = {n: list(rng.choice(grouped[n], SMALL_PACK_EXAMPLES, replace=False)) for n in names}
+        threshold = method.calibrate(pack)
+        if threshold is None:
+            return {}
+        model = method.fit(pack)
+        test = _scores(model, [(t, i) for t, i in data["clinc_test"] if i in pack])
+        runs.append({"threshold": threshold, **_clinc_at(threshold, test, _oos_scores(model, oos))})
+    return {key: statistics.fmean(r[key] for r in runs) for key in runs[0]} | {"runs": runs}
+
+
+def _oos_scores(model: Predictor, texts: Sequence[str]) -> list[float]:
+    return [r.score for r in model.classify_many(texts)]
+
+
 def _pack_timing(method: Method, data: dict[str, Pairs]) -> dict:
     """Fit a pack-sized classifier from cold (new embedder) and time single queries."""
     names = sorted({i for _, i in data["clinc_train"]})[:PACK_INTENTS]
     pack = {n: [t for t, i in data["clinc_train"] if i == n][:PACK_EXAMPLES] for n in names}
     with _timer() as load:
-        fit = method.make_fresh()
+        cold = method.cold()
     load_seconds = load()
     with _timer() as elapsed:
-        model = fit(pack)
+        model = cold.fit(pack)
     fit_seconds = elapsed()
     pool = [t for t, i in data["clinc_test"] if i in pack] + [t for t, _ in data["clinc_oos_test"]]
     queries = [pool[j] for j in np.random.default_rng(0).permutation(len(pool))[:LATENCY_QUERIES]]
@@ -343,6 +376,8 @@ def _timer() -> Iterator[Callable[[], float]]:
 
 def _get(result: dict, path: str) -> float:
     for key in path.split("."):
+        if key not in result:
+            return float("nan")
         result = result[key]
     return float(result)  # type: ignore[arg-type]
 
@@ -362,6 +397,8 @@ def _table(results: dict[str, dict]) -> Table:
 
 
 def _cell(value: float, published: float | None) -> str:
+    if np.isnan(value):
+        return "n/a"
     if published is None:
         return f"{value:.3f}" if value < 1 else f"{value:.2f}"
     return f"{value:.2f} ({value / published:.3f})"

@@ -6,15 +6,22 @@ URL is set. The rest of the code sees only :class:`Persistence`.
 
 from __future__ import annotations
 
+import asyncio
+import select
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from weakref import WeakKeyDictionary
 
 import aiosqlite
+import psycopg
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -52,10 +59,19 @@ async def open_persistence(
     pool_min_size: int = 1,
     pool_max_size: int = 10,
     pool_timeout: float = 5.0,
+    pool_max_idle: float = 300.0,
+    pool_max_lifetime: float = 1800.0,
 ) -> AsyncIterator[Persistence]:
     """Open, set up and migrate the configured backend; close it on exit."""
     if database_url:
-        async with _postgres(database_url, pool_min_size, pool_max_size, pool_timeout) as p:
+        async with _postgres(
+            database_url,
+            pool_min_size,
+            pool_max_size,
+            pool_timeout,
+            max_idle=pool_max_idle,
+            max_lifetime=pool_max_lifetime,
+        ) as p:
             yield p
     else:
         async with _sqlite(sqlite_path) as p:
@@ -82,8 +98,15 @@ async def _sqlite(path: Path) -> AsyncIterator[Persistence]:
 
 @asynccontextmanager
 async def _postgres(
-    url: str, min_size: int, max_size: int, timeout: float
+    url: str,
+    min_size: int,
+    max_size: int,
+    timeout: float,
+    *,
+    max_idle: float = 300.0,
+    max_lifetime: float = 1800.0,
 ) -> AsyncIterator[Persistence]:
+    freshness = _Freshness()
     pool = AsyncConnectionPool(
         url,
         min_size=min_size,
@@ -91,9 +114,10 @@ async def _postgres(
         open=False,
         timeout=timeout,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-        check=AsyncConnectionPool.check_connection,
-        max_idle=300,
-        max_lifetime=1800,
+        check=freshness.check,
+        reset=freshness.reset,
+        max_idle=max_idle,
+        max_lifetime=max_lifetime,
     )
     try:
         await pool.open(wait=True, timeout=10)
@@ -102,9 +126,56 @@ async def _postgres(
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
     try:
         saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
-        await saver.setup()
+        await _setup_once(pool, saver)
         store = PostgresStore(pool)
         await store.migrate()
         yield Persistence(saver=saver, store=store, backend="postgres")
     finally:
         await pool.close()
+
+
+class _Freshness:
+    """The pool's ``check``: try a connection before lending it, when it may be dead.
+
+    A database restart, a proxy or a firewall can drop idle connections; a round-trip check
+    on every loan took about a sixth of a turn's CPU. So a connection is tried only when it
+    sat idle for a while or its socket has something to read (a server that ends a session
+    says so, or closes the socket); one returned moments ago and quiet is lent as it is.
+    """
+
+    def __init__(self, after: float = 2.0) -> None:
+        self.after = after
+        self.returned: WeakKeyDictionary[AsyncConnection[Any], float] = WeakKeyDictionary()
+
+    async def reset(self, conn: AsyncConnection[Any]) -> None:
+        """Note when the connection came back to the pool."""
+        self.returned[conn] = time.monotonic()
+
+    async def check(self, conn: AsyncConnection[Any]) -> None:
+        """Raise if the connection is closed, or idle for a while and not answering."""
+        if conn.closed or conn.broken:
+            raise psycopg.OperationalError("the connection is closed")
+        idle = time.monotonic() - self.returned.get(conn, 0.0)
+        if idle > self.after or select.select([conn.fileno()], [], [], 0)[0]:
+            await AsyncConnectionPool.check_connection(conn)
+
+
+async def _setup_once(pool: AsyncConnectionPool, saver: AsyncPostgresSaver) -> None:
+    """Run the saver's setup while no other replica runs it (it is not safe twice at once).
+
+    The lock is polled, not awaited: a replica blocked in ``pg_advisory_lock`` would hold a
+    transaction id that the setup's ``CREATE INDEX CONCURRENTLY`` waits for, a deadlock.
+    """
+    async with pool.connection() as conn:
+        while True:
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext('sg_saver_setup')) AS held"
+            )
+            row = await cur.fetchone()
+            if row and row["held"]:
+                break
+            await asyncio.sleep(0.1)
+        try:
+            await saver.setup()
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext('sg_saver_setup'))")

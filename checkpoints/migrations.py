@@ -79,3 +79,149 @@ MIGRATIONS_POSTGRES: list[tuple[int, str, list[str]]] = [
         ],
     ),
 ]
+
+# Version 2, human hand-off: who holds a conversation, token revocation, a company's own
+# customer id, agents' authors and internal notes, the event log live updates replay from,
+# and the webhook outbox.
+_HANDOFF_SESSIONS = [
+    "ALTER TABLE sg_sessions ADD COLUMN customer_id TEXT",
+    "ALTER TABLE sg_sessions ADD COLUMN tokens_valid_after BIGINT NOT NULL DEFAULT 0",
+    "ALTER TABLE sg_sessions ADD COLUMN claimed_by TEXT",
+    "ALTER TABLE sg_sessions ADD COLUMN escalation_reason TEXT",
+    "ALTER TABLE sg_messages ADD COLUMN author TEXT",
+    "CREATE INDEX IF NOT EXISTS sg_sessions_activity ON sg_sessions(updated_at, id)",
+    "CREATE INDEX IF NOT EXISTS sg_sessions_customer ON sg_sessions(customer_id, updated_at)",
+]
+
+MIGRATIONS_SQLITE.append(
+    (
+        2,
+        "hand-off: claims, notes, events, webhook outbox",
+        [
+            *_HANDOFF_SESSIONS,
+            "ALTER TABLE sg_sessions ADD COLUMN claimed_at TEXT",
+            """CREATE TABLE IF NOT EXISTS sg_notes (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                session_id TEXT NOT NULL REFERENCES sg_sessions(id) ON DELETE CASCADE,
+                author TEXT NOT NULL,
+                content TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS sg_notes_session ON sg_notes(session_id, id)",
+            """CREATE TABLE IF NOT EXISTS sg_events (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                session_id TEXT NOT NULL REFERENCES sg_sessions(id) ON DELETE CASCADE,
+                kind TEXT NOT NULL,
+                audience TEXT NOT NULL CHECK (audience IN ('all', 'agents')),
+                data TEXT NOT NULL,
+                created_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS sg_events_session ON sg_events(session_id, id)",
+            """CREATE TABLE IF NOT EXISTS sg_outbox (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                session_id TEXT,
+                event_type TEXT NOT NULL,
+                url TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                payload TEXT NOT NULL,
+                status TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'expired')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TEXT NOT NULL,
+                locked_until TEXT,
+                last_error TEXT,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                delivered_at TEXT,
+                UNIQUE (idempotency_key, url)
+            )""",
+            "CREATE INDEX IF NOT EXISTS sg_outbox_due ON sg_outbox(status, next_attempt_at)",
+            "CREATE INDEX IF NOT EXISTS sg_outbox_session ON sg_outbox(session_id)",
+        ],
+    )
+)
+
+MIGRATIONS_POSTGRES.append(
+    (
+        2,
+        "hand-off: claims, notes, events, webhook outbox",
+        [
+            *_HANDOFF_SESSIONS,
+            "ALTER TABLE sg_sessions ADD COLUMN claimed_at TIMESTAMPTZ",
+            """CREATE TABLE IF NOT EXISTS sg_notes (
+                id BIGSERIAL PRIMARY KEY,
+                session_id TEXT NOT NULL REFERENCES sg_sessions(id) ON DELETE CASCADE,
+                author TEXT NOT NULL,
+                content TEXT NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS sg_notes_session ON sg_notes(session_id, id)",
+            """CREATE TABLE IF NOT EXISTS sg_events (
+                id BIGSERIAL PRIMARY KEY,
+                session_id TEXT NOT NULL REFERENCES sg_sessions(id) ON DELETE CASCADE,
+                kind TEXT NOT NULL,
+                audience TEXT NOT NULL CHECK (audience IN ('all', 'agents')),
+                data JSONB NOT NULL,
+                created_at TIMESTAMPTZ NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS sg_events_session ON sg_events(session_id, id)",
+            """CREATE TABLE IF NOT EXISTS sg_outbox (
+                id BIGSERIAL PRIMARY KEY,
+                session_id TEXT,
+                event_type TEXT NOT NULL,
+                url TEXT NOT NULL,
+                idempotency_key TEXT NOT NULL,
+                payload JSONB NOT NULL,
+                status TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'expired')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at TIMESTAMPTZ NOT NULL,
+                locked_until TIMESTAMPTZ,
+                last_error TEXT,
+                created_at TIMESTAMPTZ NOT NULL,
+                expires_at TIMESTAMPTZ NOT NULL,
+                delivered_at TIMESTAMPTZ,
+                UNIQUE (idempotency_key, url)
+            )""",
+            "CREATE INDEX IF NOT EXISTS sg_outbox_due ON sg_outbox(status, next_attempt_at)",
+            "CREATE INDEX IF NOT EXISTS sg_outbox_session ON sg_outbox(session_id)",
+        ],
+    )
+)
+
+# Version 3, retention: an audit trail of deletions that keeps only a pseudonymous id (the
+# SHA-256 of the session id), and on SQLite incremental auto-vacuum so deleted sessions give
+# their space back (switching an existing file over takes one VACUUM, run once here).
+MIGRATIONS_SQLITE.append(
+    (
+        3,
+        "retention: deletion audit, incremental auto-vacuum",
+        [
+            """CREATE TABLE IF NOT EXISTS sg_audit (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                action TEXT NOT NULL,
+                subject_sha256 TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                at TEXT NOT NULL
+            )""",
+            "PRAGMA auto_vacuum = INCREMENTAL",
+            "VACUUM",
+        ],
+    )
+)
+
+MIGRATIONS_POSTGRES.append(
+    (
+        3,
+        "retention: deletion audit",
+        [
+            """CREATE TABLE IF NOT EXISTS sg_audit (
+                id BIGSERIAL PRIMARY KEY,
+                action TEXT NOT NULL,
+                subject_sha256 TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                at TIMESTAMPTZ NOT NULL
+            )""",
+        ],
+    )
+)

@@ -6,6 +6,7 @@ placeholders (translated for SQLite).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import sqlite3
@@ -13,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiosqlite
@@ -66,6 +67,11 @@ class SessionRow:
     turns: int
     created_at: str
     updated_at: str
+    customer_id: str | None = None
+    tokens_valid_after: int = 0
+    claimed_by: str | None = None
+    claimed_at: str | None = None
+    escalation_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,61 @@ class MessageRow:
     role: str
     content: str
     created_at: str
+    author: str | None = None
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """One entry of the event log live updates are served from."""
+
+    id: int
+    session_id: str
+    kind: str
+    audience: str
+    data: dict[str, Any]
+    created_at: str
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A webhook delivery to enqueue with an event."""
+
+    event_type: str
+    url: str
+    idempotency_key: str
+    payload: dict[str, Any]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    """A webhook delivery in the outbox."""
+
+    id: int
+    session_id: str | None
+    event_type: str
+    url: str
+    idempotency_key: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    created_at: str
+    expires_at: str
+    last_error: str | None
+    delivered_at: str | None
+
+
+EVENTS_CHANNEL = "sg_events"
+"""PostgreSQL NOTIFY channel: payload ``"<event id> <session id>"``, ids only."""
+
+_SESSION_COLUMNS = (
+    "id, status, intent, pack_name, pack_version, turns, created_at, updated_at, customer_id,"
+    " tokens_valid_after, claimed_by, claimed_at, escalation_reason"
+)
+_OUTBOX_COLUMNS = (
+    "id, session_id, event_type, url, idempotency_key, payload, status, attempts, created_at,"
+    " expires_at, last_error, delivered_at"
+)
 
 
 def _now() -> datetime:
@@ -84,6 +145,49 @@ def _now() -> datetime:
 
 def _text(value: Any) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
+
+
+def _opt_text(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _json(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else json.loads(value)
+
+
+def _session_row(r: dict[str, Any]) -> SessionRow:
+    return SessionRow(
+        id=r["id"],
+        status=r["status"],
+        intent=r["intent"],
+        pack_name=r["pack_name"],
+        pack_version=r["pack_version"],
+        turns=int(r["turns"]),
+        created_at=_text(r["created_at"]),
+        updated_at=_text(r["updated_at"]),
+        customer_id=r["customer_id"],
+        tokens_valid_after=int(r["tokens_valid_after"] or 0),
+        claimed_by=r["claimed_by"],
+        claimed_at=_opt_text(r["claimed_at"]),
+        escalation_reason=r["escalation_reason"],
+    )
+
+
+def _outbox_row(r: dict[str, Any]) -> OutboxRow:
+    return OutboxRow(
+        id=int(r["id"]),
+        session_id=r["session_id"],
+        event_type=r["event_type"],
+        url=r["url"],
+        idempotency_key=r["idempotency_key"],
+        payload=_json(r["payload"]),
+        status=r["status"],
+        attempts=int(r["attempts"]),
+        created_at=_text(r["created_at"]),
+        expires_at=_text(r["expires_at"]),
+        last_error=r["last_error"],
+        delivered_at=_opt_text(r["delivered_at"]),
+    )
 
 
 class Store(ABC):
@@ -114,39 +218,36 @@ class Store(ABC):
             raise StoreUnavailable(str(exc)) from exc
 
     @asynccontextmanager
-    async def session_lock(self, session_id: str) -> AsyncIterator[None]:
-        """Hold the session across processes (a no-op where one process owns the database)."""
-        yield
+    async def session_lock(self, session_id: str, *, wait: bool = True) -> AsyncIterator[bool]:
+        """Hold the session across processes (a no-op where one process owns the database).
 
-    async def create_session(self, session_id: str, *, pack_name: str, pack_version: str) -> None:
-        """Record a new conversation."""
+        Yields whether the lock is held: with ``wait=False`` a session another process holds
+        yields False at once instead of waiting.
+        """
+        yield True
+
+    async def create_session(
+        self,
+        session_id: str,
+        *,
+        pack_name: str,
+        pack_version: str,
+        customer_id: str | None = None,
+    ) -> None:
+        """Record a new conversation (``customer_id``: the company's own id for its customer)."""
         now = _now()
         await self._execute(
             "INSERT INTO sg_sessions (id, created_at, updated_at, status, intent, pack_name,"
-            " pack_version, turns) VALUES (%s, %s, %s, 'active', NULL, %s, %s, 0)",
-            (session_id, self._ts(now), self._ts(now), pack_name, pack_version),
+            " pack_version, turns, customer_id) VALUES (%s, %s, %s, 'active', NULL, %s, %s, 0, %s)",
+            (session_id, self._ts(now), self._ts(now), pack_name, pack_version, customer_id),
         )
 
     async def get_session(self, session_id: str) -> SessionRow | None:
         """The conversation's record, if it exists."""
         rows = await self._fetch(
-            "SELECT id, status, intent, pack_name, pack_version, turns, created_at, updated_at"
-            " FROM sg_sessions WHERE id = %s",
-            (session_id,),
+            f"SELECT {_SESSION_COLUMNS} FROM sg_sessions WHERE id = %s", (session_id,)
         )
-        if not rows:
-            return None
-        r = rows[0]
-        return SessionRow(
-            id=r["id"],
-            status=r["status"],
-            intent=r["intent"],
-            pack_name=r["pack_name"],
-            pack_version=r["pack_version"],
-            turns=int(r["turns"]),
-            created_at=_text(r["created_at"]),
-            updated_at=_text(r["updated_at"]),
-        )
+        return _session_row(rows[0]) if rows else None
 
     async def finish_turn(self, session_id: str, *, status: str, intent: str | None) -> None:
         """Record where the conversation stands after a turn."""
@@ -156,23 +257,40 @@ class Store(ABC):
             (status, intent, self._ts(_now()), session_id),
         )
 
-    async def append_message(self, session_id: str, *, role: str, content: str) -> int:
-        """Append one line to the transcript; return its id."""
+    async def append_message(
+        self, session_id: str, *, role: str, content: str, author: str | None = None
+    ) -> int:
+        """Append one line to the transcript (``author``: the agent who wrote it); return its id."""
         return await self._insert_returning_id(
-            "INSERT INTO sg_messages (session_id, role, content, created_at)"
-            " VALUES (%s, %s, %s, %s)",
-            (session_id, role, content, self._ts(_now())),
+            "INSERT INTO sg_messages (session_id, role, content, created_at, author)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (session_id, role, content, self._ts(_now()), author),
         )
+
+    async def get_message(self, message_id: int) -> MessageRow | None:
+        """One transcript line by id."""
+        rows = await self._fetch(
+            "SELECT id, role, content, created_at, author FROM sg_messages WHERE id = %s",
+            (message_id,),
+        )
+        return self._message_rows(rows)[0] if rows else None
 
     async def list_messages(self, session_id: str) -> list[MessageRow]:
         """The whole transcript, oldest first."""
         rows = await self._fetch(
-            "SELECT id, role, content, created_at FROM sg_messages WHERE session_id = %s"
+            "SELECT id, role, content, created_at, author FROM sg_messages WHERE session_id = %s"
             " ORDER BY id",
             (session_id,),
         )
+        return self._message_rows(rows)
+
+    @staticmethod
+    def _message_rows(rows: list[dict[str, Any]]) -> list[MessageRow]:
         return [
-            MessageRow(int(r["id"]), r["role"], r["content"], _text(r["created_at"])) for r in rows
+            MessageRow(
+                int(r["id"]), r["role"], r["content"], _text(r["created_at"]), r.get("author")
+            )
+            for r in rows
         ]
 
     async def create_request(
@@ -209,6 +327,242 @@ class Store(ABC):
             data = r["data"] if isinstance(r["data"], dict) else json.loads(r["data"])
             out.append({**r, "data": data, "created_at": _text(r["created_at"])})
         return out
+
+    # Hand-off: ownership, token revocation, the agents' queue, claims, notes, events, outbox.
+
+    async def revoke_tokens(self, session_id: str, *, issued_before_us: int) -> None:
+        """Make the session's tokens issued before this instant (µs since epoch) invalid."""
+        await self._execute(
+            "UPDATE sg_sessions SET tokens_valid_after = %s WHERE id = %s",
+            (issued_before_us, session_id),
+        )
+
+    async def list_sessions(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        reason: str | None = None,
+        claimed_by: str | None = None,
+        unclaimed: bool = False,
+        updated_since: datetime | None = None,
+        customer_id: str | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
+        """Sessions, newest activity first; ``before`` is the (updated_at, id) to continue after.
+
+        Each row has the session's columns plus ``last_message`` (the latest transcript line).
+        """
+        where: list[str] = []
+        params: list[Any] = []
+        if statuses:
+            where.append("s.status IN (" + ", ".join(["%s"] * len(statuses)) + ")")
+            params += statuses
+        if reason:
+            where.append("s.escalation_reason = %s")
+            params.append(reason)
+        if unclaimed:
+            where.append("s.claimed_by IS NULL")
+        elif claimed_by:
+            where.append("s.claimed_by = %s")
+            params.append(claimed_by)
+        if updated_since is not None:
+            where.append("s.updated_at >= %s")
+            params.append(self._ts(updated_since))
+        if customer_id is not None:
+            where.append("s.customer_id = %s")
+            params.append(customer_id)
+        if before is not None:
+            where.append("(s.updated_at < %s OR (s.updated_at = %s AND s.id < %s))")
+            params += [self._ts(before[0]), self._ts(before[0]), before[1]]
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        columns = ", ".join(f"s.{c.strip()}" for c in _SESSION_COLUMNS.split(","))
+        rows = await self._fetch(
+            f"SELECT {columns}, (SELECT m.content FROM sg_messages m WHERE m.session_id = s.id"
+            f" ORDER BY m.id DESC LIMIT 1) AS last_message FROM sg_sessions s {clause}"
+            " ORDER BY s.updated_at DESC, s.id DESC LIMIT %s",
+            (*params, limit),
+        )
+        return [{"row": _session_row(r), "last_message": r["last_message"]} for r in rows]
+
+    async def claim_session(self, session_id: str, *, agent: str, force: bool = False) -> bool:
+        """Give an escalated session to ``agent`` unless another agent holds it (or ``force``)."""
+        now = self._ts(_now())
+        guard = "" if force else " AND (claimed_by IS NULL OR claimed_by = %s)"
+        rows = await self._fetch(
+            "UPDATE sg_sessions SET claimed_by = %s, claimed_at = %s, updated_at = %s"
+            f" WHERE id = %s AND status = 'escalated'{guard} RETURNING id",
+            (agent, now, now, session_id, *(() if force else (agent,))),
+        )
+        return bool(rows)
+
+    async def release_session(self, session_id: str) -> None:
+        """Nobody holds the session any more."""
+        await self._execute(
+            "UPDATE sg_sessions SET claimed_by = NULL, claimed_at = NULL, updated_at = %s"
+            " WHERE id = %s",
+            (self._ts(_now()), session_id),
+        )
+
+    async def set_status(
+        self, session_id: str, *, status: str, release: bool = False, reason: str | None = None
+    ) -> None:
+        """Set the session's status (and the escalation reason); optionally drop the claim."""
+        sets = ["status = %s", "updated_at = %s"]
+        params: list[Any] = [status, self._ts(_now())]
+        if reason is not None:
+            sets.append("escalation_reason = %s")
+            params.append(reason)
+        if release:
+            sets += ["claimed_by = NULL", "claimed_at = NULL"]
+        await self._execute(
+            f"UPDATE sg_sessions SET {', '.join(sets)} WHERE id = %s", (*params, session_id)
+        )
+
+    async def touch_session(self, session_id: str) -> None:
+        """Record activity on the session (it moves up the agents' queue)."""
+        await self._execute(
+            "UPDATE sg_sessions SET updated_at = %s WHERE id = %s", (self._ts(_now()), session_id)
+        )
+
+    async def add_note(self, session_id: str, *, author: str, content: str) -> int:
+        """Store an internal note (agents only; never part of the transcript)."""
+        return await self._insert_returning_id(
+            "INSERT INTO sg_notes (session_id, author, content, created_at)"
+            " VALUES (%s, %s, %s, %s)",
+            (session_id, author, content, self._ts(_now())),
+        )
+
+    async def list_notes(self, session_id: str) -> list[dict[str, Any]]:
+        """The session's internal notes, oldest first."""
+        rows = await self._fetch(
+            "SELECT id, author, content, created_at FROM sg_notes WHERE session_id = %s"
+            " ORDER BY id",
+            (session_id,),
+        )
+        return [{**r, "id": int(r["id"]), "created_at": _text(r["created_at"])} for r in rows]
+
+    async def append_event(
+        self,
+        session_id: str,
+        *,
+        kind: str,
+        audience: str,
+        data: dict[str, Any],
+        outbox: list[OutboxItem] | None = None,
+    ) -> int:
+        """Log an event (and the webhook deliveries it causes); return its id."""
+        now = _now()
+        event_id = await self._insert_returning_id(
+            "INSERT INTO sg_events (session_id, kind, audience, data, created_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (session_id, kind, audience, json.dumps(data), self._ts(now)),
+        )
+        for item in outbox or ():
+            await self._execute(*self._outbox_insert(session_id, item, now))
+        return event_id
+
+    def _outbox_insert(
+        self, session_id: str, item: OutboxItem, now: datetime
+    ) -> tuple[str, tuple[Any, ...]]:
+        return (
+            "INSERT INTO sg_outbox (session_id, event_type, url, idempotency_key, payload,"
+            " next_attempt_at, created_at, expires_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (idempotency_key, url) DO NOTHING",
+            (
+                session_id,
+                item.event_type,
+                item.url,
+                item.idempotency_key,
+                json.dumps(item.payload),
+                self._ts(now),
+                self._ts(now),
+                self._ts(item.expires_at),
+            ),
+        )
+
+    async def events_after(
+        self,
+        after: int,
+        *,
+        session_id: str | None = None,
+        audiences: tuple[str, ...] = ("all", "agents"),
+        limit: int = 200,
+    ) -> list[EventRow]:
+        """Events with an id above ``after``, oldest first (one session's, or all)."""
+        where = ["id > %s", "audience IN (" + ", ".join(["%s"] * len(audiences)) + ")"]
+        params: list[Any] = [after, *audiences]
+        if session_id is not None:
+            where.append("session_id = %s")
+            params.append(session_id)
+        rows = await self._fetch(
+            "SELECT id, session_id, kind, audience, data, created_at FROM sg_events"
+            f" WHERE {' AND '.join(where)} ORDER BY id LIMIT %s",
+            (*params, limit),
+        )
+        return [
+            EventRow(
+                id=int(r["id"]),
+                session_id=r["session_id"],
+                kind=r["kind"],
+                audience=r["audience"],
+                data=_json(r["data"]),
+                created_at=_text(r["created_at"]),
+            )
+            for r in rows
+        ]
+
+    async def last_event_id(self) -> int:
+        """The newest event's id (0 when there is none)."""
+        rows = await self._fetch("SELECT MAX(id) AS last FROM sg_events")
+        return int(rows[0]["last"] or 0)
+
+    async def claim_due_webhook(self, *, now: datetime, lease: float) -> OutboxRow | None:
+        """Lease the next due delivery for ``lease`` seconds and count the attempt."""
+        ts = self._ts(now)
+        free = "status = 'pending' AND (locked_until IS NULL OR locked_until <= %s)"
+        rows = await self._fetch(
+            f"UPDATE sg_outbox SET locked_until = %s, attempts = attempts + 1"
+            f" WHERE id = (SELECT id FROM sg_outbox WHERE {free} AND next_attempt_at <= %s"
+            f" ORDER BY next_attempt_at, id LIMIT 1) AND {free}"
+            f" RETURNING {_OUTBOX_COLUMNS}",
+            (self._ts(now + timedelta(seconds=lease)), ts, ts, ts),
+        )
+        return _outbox_row(rows[0]) if rows else None
+
+    async def webhook_delivered(self, outbox_id: int) -> None:
+        """The receiver took the delivery."""
+        now = self._ts(_now())
+        await self._execute(
+            "UPDATE sg_outbox SET status = 'delivered', delivered_at = %s, locked_until = NULL,"
+            " last_error = NULL WHERE id = %s",
+            (now, outbox_id),
+        )
+
+    async def webhook_failed(
+        self, outbox_id: int, *, error: str, next_attempt_at: datetime | None
+    ) -> None:
+        """An attempt failed: retry at ``next_attempt_at``, or give up (expired) when None."""
+        if next_attempt_at is None:
+            await self._execute(
+                "UPDATE sg_outbox SET status = 'expired', locked_until = NULL, last_error = %s"
+                " WHERE id = %s",
+                (error[:500], outbox_id),
+            )
+            return
+        await self._execute(
+            "UPDATE sg_outbox SET next_attempt_at = %s, locked_until = NULL, last_error = %s"
+            " WHERE id = %s",
+            (self._ts(next_attempt_at), error[:500], outbox_id),
+        )
+
+    async def list_outbox(self, session_id: str | None = None) -> list[OutboxRow]:
+        """Webhook deliveries, oldest first (for one session, or all)."""
+        where, params = ("WHERE session_id = %s", (session_id,)) if session_id else ("", ())
+        rows = await self._fetch(
+            f"SELECT {_OUTBOX_COLUMNS} FROM sg_outbox {where} ORDER BY id", params
+        )
+        return [_outbox_row(r) for r in rows]
 
     def _ts(self, value: datetime) -> Any:
         return value
@@ -270,6 +624,11 @@ class PostgresStore(Store):
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
+        # Each held session lock pins a connection, and its turn needs another for queries:
+        # with more locks than half the pool, every connection could be a lock whose turn
+        # waits for a query connection (a deadlock until the pool timeout). Turns of other
+        # sessions beyond that wait here, holding nothing.
+        self._lock_slots = asyncio.Semaphore(max(1, (pool.max_size or 2) // 2))
 
     async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         async with unavailable_as_domain_error(), self.pool.connection() as conn:
@@ -285,16 +644,33 @@ class PostgresStore(Store):
             return list(await cur.fetchall())
 
     @asynccontextmanager
-    async def session_lock(self, session_id: str) -> AsyncIterator[None]:
+    async def session_lock(self, session_id: str, *, wait: bool = True) -> AsyncIterator[bool]:
         """A PostgreSQL advisory lock on the session, held on its own pooled connection.
 
         Callers take the per-process lock first, so at most one connection per session and
-        process waits here, and waiters cannot exhaust the pool.
+        process waits here; and at most half the pool holds session locks at once, so the
+        turns that hold them always find a connection for their queries. ``wait=False`` tries
+        once and yields False when another process holds the session.
         """
-        async with unavailable_as_domain_error(), self.pool.connection() as conn:
-            await conn.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,))
+        async with (
+            self._lock_slots,
+            unavailable_as_domain_error(),
+            self.pool.connection() as conn,
+        ):
+            if wait:
+                await conn.execute(
+                    "SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,)
+                )
+            else:
+                cur = await conn.execute(
+                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS held", (session_id,)
+                )
+                row = await cur.fetchone()
+                if not row or not row["held"]:
+                    yield False
+                    return
             try:
-                yield
+                yield True
             finally:
                 await conn.execute(
                     "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (session_id,)
@@ -303,6 +679,58 @@ class PostgresStore(Store):
     async def _insert_returning_id(self, sql: str, params: tuple[Any, ...]) -> int:
         rows = await self._fetch(sql + " RETURNING id", params)
         return int(rows[0]["id"])
+
+    async def append_event(
+        self,
+        session_id: str,
+        *,
+        kind: str,
+        audience: str,
+        data: dict[str, Any],
+        outbox: list[OutboxItem] | None = None,
+    ) -> int:
+        """Log an event, its webhook deliveries and a NOTIFY carrying its id, in one transaction.
+
+        A transaction lock makes events commit in id order, so a reader that has seen id N
+        never sees a smaller id appear later (``Last-Event-ID`` resume would skip it).
+        """
+        now = _now()
+        async with (
+            unavailable_as_domain_error(),
+            self.pool.connection() as conn,
+            conn.transaction(),
+        ):
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sg_events'))")
+            cur = await conn.execute(
+                "INSERT INTO sg_events (session_id, kind, audience, data, created_at)"
+                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (session_id, kind, audience, json.dumps(data), now),
+            )
+            row = await cur.fetchone()
+            event_id = int(row["id"])  # type: ignore[index]
+            for item in outbox or ():
+                await conn.execute(*self._outbox_insert(session_id, item, now))
+            await conn.execute(
+                "SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{event_id} {session_id}")
+            )
+        return event_id
+
+    @asynccontextmanager
+    async def listen(self) -> AsyncIterator[AsyncIterator[tuple[int, str]]]:
+        """LISTEN for new events on a dedicated connection: yields (event id, session id)."""
+        conn = await psycopg.AsyncConnection.connect(self.pool.conninfo, autocommit=True)
+        try:
+            await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+
+            async def notifications() -> AsyncIterator[tuple[int, str]]:
+                async for note in conn.notifies():
+                    event_id, _, session_id = note.payload.partition(" ")
+                    if event_id.isdigit():
+                        yield int(event_id), session_id
+
+            yield notifications()
+        finally:
+            await conn.close()
 
     async def migrate(self) -> None:
         """Apply pending PostgreSQL migrations under an advisory lock (safe with many replicas)."""

@@ -7,11 +7,14 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.state import SupportState
-from nodes.common import latest_customer_id, latest_customer_text, model_messages
+from nodes.common import free_text, latest_customer_id, latest_customer_text, model_messages
 from nodes.context import SupportContext, deps
 from supportgraph.llm import empty_usage, structured
 from supportgraph.local import text as local_text
-from supportgraph.slots import find_candidate
+from supportgraph.slots import extract_from, find_candidate
+
+LONG_TEXT = 1500
+"""Characters of a long message the local classifier reads (its start and its end)."""
 
 CLASSIFY_PROMPT = """You classify the latest message of a customer talking to a support assistant.
 Pick exactly one intent from the allowed list:
@@ -48,6 +51,7 @@ async def classify_intent(state: SupportState, runtime: Runtime[SupportContext])
         and state.get("intent") in ctx.pack.intents
         and not state.get("pending_action")
         and _gives_value(state, ctx, text)
+        and not _starts_other_transaction(state, ctx, *_local_intent(ctx, text))
     )
     # A value for what was just asked decides the route by itself: no model call needed.
     reading = await _read_message(state, ctx, text, usage, use_model=not awaited)
@@ -125,7 +129,8 @@ def _decide(
         out["pending_action"] = None  # a change of topic cancels the pending action
 
     awaiting = state.get("status") == "awaiting_info" and current in ctx.pack.intents
-    if awaiting and _gives_value(state, ctx, text):
+    switching = _starts_other_transaction(state, ctx, intent, reading["confidence"])
+    if awaiting and _gives_value(state, ctx, text) and not switching:
         # A value for what was asked ("FL-204817") answers the question, whatever it resembles.
         return {**out, "intent": current, "next_node": "collect_info", "low_confidence_turns": 0}
     if intent == "human":
@@ -146,7 +151,8 @@ def _decide(
     if awaiting:
         asks_question = "?" in text and intent != "other"
         stays = not confident and not asks_question
-        if _answers_missing(state, ctx, text, intent) or stays or intent == current:
+        answers = not switching and _answers_missing(state, ctx, text, intent)
+        if answers or stays or intent == current:
             return {
                 **out,
                 "intent": current,
@@ -207,12 +213,37 @@ def _answers_missing(state: SupportState, ctx: SupportContext, text: str, intent
     if _gives_value(state, ctx, text):
         return True
     if missing and slots[missing[0]].type == "text":
-        # A free-text answer ("it arrived damaged") is taken as the answer unless it is a
-        # question or asks for another transaction.
-        other = ctx.pack.intents.get(intent)
-        transactional = other is not None and bool(other.slots or other.action)
-        return not transactional and "?" not in text
+        # A free-text answer ("it arrived damaged", or a question for the team) is taken as
+        # the answer unless it asks for another transaction.
+        return not _transactional(ctx, intent)
     return False
+
+
+def _starts_other_transaction(
+    state: SupportState, ctx: SupportContext, intent: str, confidence: float
+) -> bool:
+    """Whether the message confidently asks for another transaction than the current one.
+
+    "actually, where is order 1007?" while a refund is being collected holds an order
+    number, but it is a new topic, not the refund's answer.
+    """
+    if (
+        intent == state.get("intent")
+        or not _transactional(ctx, intent)
+        or confidence < ctx.pack.spec.escalation.switch_confidence
+    ):
+        return False
+    # Bare values ("email is x@example.com") are answers whatever they resemble.
+    slots = ctx.pack.spec.slots
+    values = extract_from(slots, list(slots), [latest_customer_text(state)]).values()
+    rest = free_text(latest_customer_text(state), values) or ""
+    return len(rest.split()) >= 3
+
+
+def _transactional(ctx: SupportContext, intent: str) -> bool:
+    """Whether an intent collects details and runs an action."""
+    spec = ctx.pack.intents.get(intent)
+    return spec is not None and bool(spec.slots or spec.action)
 
 
 def _gives_value(state: SupportState, ctx: SupportContext, text: str) -> bool:
@@ -228,6 +259,9 @@ def _local_intent(ctx: SupportContext, text: str) -> tuple[str, float]:
     the best one is among them their scores add up: "do you ship to Canada?" split between
     ``faq`` and ``shipping_question`` is still clearly a FAQ question.
     """
+    if len(text) > LONG_TEXT:
+        # A pasted thread puts the request at the end: read its start and its end.
+        text = f"{text[: LONG_TEXT // 2]} {text[-LONG_TEXT // 2 :]}"
     ranked = ctx.classifier.rank(text, k=5)
     if not ranked:
         return "other", 0.0

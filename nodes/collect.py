@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from typing import Any
 
 from langgraph.runtime import Runtime
@@ -11,6 +9,7 @@ from langgraph.runtime import Runtime
 from graphs.state import SupportState
 from nodes.common import (
     customer_texts,
+    free_text,
     latest_customer_text,
     model_messages,
     say,
@@ -123,23 +122,10 @@ async def _candidates(
         # A correction of a value already given ("oops, the order is 1013") is no answer
         # to the free-text question; values for other questions asked at once are.
         corrects = any(n in have and have[n] != v for n, v in latest.items())
-        answer = _free_text(text, latest.values()) if text_slot and not corrects else None
+        answer = free_text(text, latest.values()) if text_slot and not corrects else None
         if text_slot and answer:
             found[text_slot] = answer
     return {n: v for n, v in found.items() if v != have.get(n)}
-
-
-def _free_text(text: str, values: Iterable[str]) -> str | None:
-    """The message as a free-text answer, without the identifiers it also gave.
-
-    "caleb@example.org, it arrived broken" answers the email and the reason at once; a
-    message that is only identifiers ("1042") is no free-text answer.
-    """
-    rest = text
-    for value in values:
-        rest = rest.replace(value, " ")
-    rest = re.sub(r"^[\s,;:.#-]+|[\s,;:-]+$", "", " ".join(rest.split()))
-    return rest if len(re.findall(r"\w+", rest)) >= 2 else None
 
 
 def _patterns_suffice(

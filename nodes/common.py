@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
@@ -78,3 +80,16 @@ def model_messages(
         parts.append(extra)
     window = [m for m in state.get("messages", []) if isinstance(m, HumanMessage | AIMessage)]
     return [SystemMessage(content="\n\n".join(parts)), *window]
+
+
+def free_text(text: str, values: Iterable[str]) -> str | None:
+    """The message as a free-text answer, without the identifiers it also gave.
+
+    "caleb@example.org, it arrived broken" answers the email and the reason at once; a
+    message that is only identifiers ("1042") is no free-text answer.
+    """
+    rest = text
+    for value in values:
+        rest = rest.replace(value, " ")
+    rest = re.sub(r"^[\s,;:.#-]+|[\s,;:-]+$", "", " ".join(rest.split()))
+    return rest if len(re.findall(r"\w+", rest)) >= 2 else None

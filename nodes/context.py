@@ -45,7 +45,7 @@ class SupportContext:
             threshold = pack.spec.escalation.low_confidence
         return cls(
             pack=pack,
-            faq_index=FaqIndex(pack.faq),
+            faq_index=FaqIndex(pack.faq, cache_dir=settings.index_cache_dir()),
             classifier=IntentClassifier(pack.intent_examples()),
             low_confidence=threshold,
             models=Models.from_settings(settings),

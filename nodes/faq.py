@@ -25,7 +25,9 @@ async def handle_faq(state: SupportState, runtime: Runtime[SupportContext]) -> d
     ctx = deps(runtime)
     settings = ctx.pack.spec.faq
     text = latest_customer_text(state)
-    hits = ctx.faq_index.search(text, k=settings.top_k, min_score=settings.min_score)
+    hits = ctx.faq_index.search(
+        text, k=settings.top_k, min_score=settings.min_score, min_coverage=settings.min_coverage
+    )
     usage = usage_of(state)
     update: dict[str, Any] = {"route": step(state, "handle_faq"), "usage": usage}
     answer, used = await _answer(state, ctx, hits, usage)

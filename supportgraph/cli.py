@@ -3,25 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
 from rich.panel import Panel
 
+from evals.cli import eval_app
 from supportgraph.pack import PackError, load_pack
 from supportgraph.settings import Settings
+
+if TYPE_CHECKING:
+    from checkpoints.retention import PruneReport
 
 app = typer.Typer(
     help="supportgraph: a self-hosted customer-support agent service.", no_args_is_help=True
 )
 pack_app = typer.Typer(help="Domain packs.", no_args_is_help=True)
 app.add_typer(pack_app, name="pack")
+agent_app = typer.Typer(help="Agents of the hand-off console.", no_args_is_help=True)
+app.add_typer(agent_app, name="agent")
+app.add_typer(eval_app, name="eval")
 console = Console()
 err = Console(stderr=True)
 
@@ -53,6 +62,8 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        # Live event streams never end on their own: give them a few seconds, then stop.
+        timeout_graceful_shutdown=5,
     )
 
 
@@ -73,16 +84,22 @@ async def _chat(settings: Settings, session: str | None) -> None:
     from checkpoints import open_persistence
     from graphs.support import build_graph
     from nodes.context import SupportContext
+    from supportgraph.events import EventHub
     from supportgraph.service import SessionNotFound, SupportService
+    from supportgraph.webhooks import WebhookConfig
 
     async with open_persistence(
         database_url=settings.database_url, sqlite_path=settings.sqlite_path
     ) as persistence:
+        # Escalations here reach the agents' queue too; a running service sends the webhooks.
+        events = EventHub(persistence.store, webhooks=WebhookConfig.from_settings(settings))
         service = SupportService(
             graph=build_graph().compile(checkpointer=persistence.saver),
             context=SupportContext.from_settings(settings, requests=persistence.store),
             store=persistence.store,
             durability=settings.durability,
+            events=events,
+            keep_checkpoints=settings.keep_checkpoints,
         )
         if session is None:
             session = await service.new_session()
@@ -149,6 +166,64 @@ def _to_dot(drawable: object) -> str:
     return "\n".join(lines)
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``2w`` or ``45s`` as a duration."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text)
+    if match is None:
+        raise typer.BadParameter(
+            f"{text!r} is not a duration: use a number and a unit, e.g. 30d, 12h, 90m, 2w"
+        )
+    return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
+
+
+@app.command()
+def prune(
+    older_than: Annotated[
+        str,
+        typer.Option(
+            "--older-than", help="Delete sessions with no activity for this long (30d, 12h, 2w)."
+        ),
+    ],
+    keep_checkpoints: Annotated[
+        int | None,
+        typer.Option(min=0, help="Checkpoints kept per live thread (default from settings)."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count only; delete nothing.")] = False,
+) -> None:
+    """Delete idle sessions everywhere (audited) and trim live threads to their latest checkpoints.
+
+    Safe while the service runs: each session is handled under its lock, and the latest state
+    of a live thread never changes.
+    """
+    settings = Settings()
+    age = parse_age(older_than)
+    keep = settings.keep_checkpoints if keep_checkpoints is None else keep_checkpoints
+    report = asyncio.run(_prune(settings, age, keep, dry_run))
+    verb = "would delete" if dry_run else "deleted"
+    console.print(
+        f"{verb} {report.deleted} session(s) idle for {older_than}; "
+        f"trimmed {report.trimmed_threads} thread(s) to their latest {keep} checkpoint(s) "
+        f"({report.checkpoints_removed} removed)"
+    )
+
+
+async def _prune(settings: Settings, age: timedelta, keep: int, dry_run: bool) -> PruneReport:
+    from checkpoints import open_persistence
+    from checkpoints.retention import prune as prune_store
+
+    async with open_persistence(
+        database_url=settings.database_url,
+        sqlite_path=settings.sqlite_path,
+        pool_min_size=settings.pool_min_size,
+        pool_max_size=settings.pool_max_size,
+        pool_timeout=settings.pool_timeout,
+    ) as persistence:
+        return await prune_store(persistence.store, older_than=age, keep=keep, dry_run=dry_run)
+
+
 @pack_app.command("check")
 def pack_check(path: Annotated[Path, typer.Argument(help="The pack folder.")]) -> None:
     """Validate a domain pack and print its errors."""
@@ -164,6 +239,49 @@ def pack_check(path: Annotated[Path, typer.Argument(help="The pack folder.")]) -
         f"{len(pack.spec.slots)} slots, {len(pack.faq)} FAQ entries, "
         f"{len(pack.spec.actions)} actions"
     )
+
+
+_TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _ttl_seconds(text: str) -> float:
+    """``90``, ``30m``, ``12h`` or ``7d`` in seconds."""
+    unit = text[-1:].lower()
+    number = text[:-1] if unit in _TTL_UNITS else text
+    try:
+        value = float(number) * _TTL_UNITS.get(unit, 1)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise typer.BadParameter(f"{text!r} is not a duration like 3600, 30m, 12h or 7d")
+    return value
+
+
+@agent_app.command("token")
+def agent_token(
+    name: Annotated[str, typer.Argument(help="The agent's name (the token's subject).")],
+    role: Annotated[str, typer.Option(help="agent, or admin (may take over claims).")] = "agent",
+    ttl: Annotated[
+        str | None, typer.Option(help="Lifetime: 3600, 30m, 12h, 7d (default from settings).")
+    ] = None,
+) -> None:
+    """Print an agent token for the agent console and /api/agent (same secret as the service)."""
+    from datetime import timedelta
+
+    from api.agent_auth import ROLES, AgentTokens
+
+    if role not in ROLES:
+        err.print(f"[red]--role must be one of {', '.join(ROLES)}, not {role!r}[/red]")
+        raise typer.Exit(2)
+    if not name.strip() or len(name) > 200:
+        err.print("[red]NAME must be 1 to 200 characters[/red]")
+        raise typer.Exit(2)
+    settings = Settings()
+    seconds = _ttl_seconds(ttl) if ttl else settings.agent_token_ttl_hours * 3600
+    token = AgentTokens.from_settings(settings).issue(
+        name, role=role, ttl=timedelta(seconds=seconds)
+    )
+    print(token)
 
 
 def _check_pack(path: Path) -> None:

@@ -204,6 +204,9 @@ class FaqSettings(_Model):
 
     dir: str = "faq"
     min_score: float = Field(default=1.0, ge=0.0)
+    min_coverage: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="Share of the question's terms an entry needs."
+    )
     top_k: int = Field(default=3, ge=1, le=10)
 
 

@@ -1,31 +1,43 @@
 """The conversation service: one customer turn, with the transcript written around the graph.
 
 The customer's message is stored before the graph runs (a failed turn loses nothing), the
-reply after it. Turns of one session run one at a time, in arrival order.
+reply after it. Turns of one session run one at a time, in arrival order. Each message and
+status change is also logged as an event (what live streams and webhooks follow).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage
 from langgraph.pregel import Pregel
 
 from checkpoints import Store, unavailable_as_domain_error
+from checkpoints.retention import retention_for
 from checkpoints.store import MessageRow, SessionRow
 from nodes.context import SupportContext
+from supportgraph.events import EventHub
 
 log = logging.getLogger("supportgraph.service")
 
 
 class SessionNotFound(LookupError):
     """No session with this id (or not one the caller may see)."""
+
+
+class SessionBusy(RuntimeError):
+    """A turn of this session is running and the busy policy is ``reject``."""
+
+    def __init__(self, session_id: str, *, retry_after: int = 1) -> None:
+        super().__init__(f"session {session_id} is busy")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,10 @@ class SessionLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
+    def busy(self, session_id: str) -> bool:
+        """Whether a turn of this session runs (or waits) in this process."""
+        return session_id in self._locks
+
     @asynccontextmanager
     async def hold(self, session_id: str) -> AsyncIterator[None]:
         """Run the block while no other turn of this session runs (FIFO, asyncio's order)."""
@@ -85,18 +101,30 @@ class SupportService:
         context: SupportContext,
         store: Store,
         durability: str = "sync",
+        events: EventHub | None = None,
+        chunk_delay: float = 0.0,
+        keep_checkpoints: int = 0,
+        busy_policy: Literal["enqueue", "reject"] = "enqueue",
     ) -> None:
         self.graph = graph
         self.context = context
         self.store = store
         self.durability = durability
+        self.keep_checkpoints = keep_checkpoints
+        self.busy_policy = busy_policy
+        self.retention = retention_for(store)
+        self.events = events or EventHub(store)
+        self.chunk_delay = chunk_delay
         self.locks = SessionLocks()
+        self._background: set[asyncio.Task[Any]] = set()
 
-    async def new_session(self) -> str:
-        """Create a session with a server-generated, unguessable id."""
+    async def new_session(self, *, customer_id: str | None = None) -> str:
+        """Create a session with a server-generated, unguessable id (for a company's customer)."""
         session_id = secrets.token_urlsafe(24)
         pack = self.context.pack
-        await self.store.create_session(session_id, pack_name=pack.name, pack_version=pack.version)
+        await self.store.create_session(
+            session_id, pack_name=pack.name, pack_version=pack.version, customer_id=customer_id
+        )
         return session_id
 
     async def require(self, session_id: str) -> SessionRow:
@@ -109,8 +137,16 @@ class SupportService:
     async def turn(self, session_id: str, message: str) -> TurnResult:
         """Run one customer turn: store the message, run the graph, store the reply."""
         await self.require(session_id)
-        async with self.locks.hold(session_id), self.store.session_lock(session_id):
-            await self.store.append_message(session_id, role="customer", content=message)
+        async with self._turn_lock(session_id):
+            before = await self.require(session_id)
+            message_id = await self.store.append_message(
+                session_id, role="customer", content=message
+            )
+            await self.events.publish(
+                session_id,
+                "message",
+                {"message_id": message_id, "role": "customer", "content": message},
+            )
             async with unavailable_as_domain_error():
                 out = await self.graph.ainvoke(
                     {"messages": [HumanMessage(content=message)], "session_id": session_id},
@@ -120,9 +156,24 @@ class SupportService:
                 )
             reply = str(out.get("reply") or "")
             if reply:
-                await self.store.append_message(session_id, role="assistant", content=reply)
+                reply_id = await self.store.append_message(
+                    session_id, role="assistant", content=reply
+                )
+                await self.events.publish(
+                    session_id,
+                    "message",
+                    {
+                        "message_id": reply_id,
+                        "role": "assistant",
+                        "content": reply,
+                        "citations": list(out.get("citations") or []),
+                    },
+                )
             status = str(out.get("status") or "active")
             await self.store.finish_turn(session_id, status=status, intent=out.get("intent"))
+            if status != before.status:
+                await self._status_changed(session_id, status, out.get("escalation"))
+            await self._trim(session_id, turns=before.turns + 1)
         usage = dict(out.get("usage") or {})
         log.info(
             "turn",
@@ -146,6 +197,99 @@ class SupportService:
             escalation=out.get("escalation"),
         )
 
+    @asynccontextmanager
+    async def _turn_lock(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session in this process and across processes, by the busy policy."""
+        if self.busy_policy == "enqueue":
+            async with self.locks.hold(session_id), self.store.session_lock(session_id):
+                yield
+            return
+        if self.locks.busy(session_id):
+            raise SessionBusy(session_id)
+        async with (
+            self.locks.hold(session_id),
+            self.store.session_lock(session_id, wait=False) as held,
+        ):
+            if not held:
+                raise SessionBusy(session_id)
+            yield
+
+    async def _trim(self, session_id: str, *, turns: int) -> None:
+        """Every K turns, drop all but the thread's latest K checkpoints (never its state)."""
+        keep = self.keep_checkpoints
+        if keep <= 0 or turns % keep:
+            return
+        try:
+            await self.retention.trim(session_id, keep=keep)
+        except Exception:  # noqa: BLE001 - a failed trim is retried K turns later
+            log.warning("checkpoint trim failed", exc_info=True, extra={"session_id": session_id})
+
+    async def delete_session(self, session_id: str, *, actor: str) -> None:
+        """Delete the session everywhere (audited under a pseudonymous id) and reclaim space.
+
+        Waits for a running turn of the session to finish; :class:`SessionNotFound` when there
+        is no such session.
+        """
+        async with self.locks.hold(session_id), self.store.session_lock(session_id):
+            if not await self.retention.delete_session(session_id, actor=actor):
+                raise SessionNotFound(session_id)
+        await self.retention.reclaim()
+        log.info("session deleted", extra={"session_id": session_id, "actor": actor})
+
+    async def _status_changed(
+        self, session_id: str, status: str, escalation: dict[str, Any] | None
+    ) -> None:
+        """Record a turn's new status; a new escalation goes to the queue (and the webhooks)."""
+        if status != "escalated" or not escalation:
+            await self.events.publish(session_id, "status", {"status": status, "by": "bot"})
+            return
+        reason = str(escalation.get("reason") or "requested_human")
+        await self.store.set_status(session_id, status=status, reason=reason, release=True)
+        await self.events.publish(
+            session_id,
+            "status",
+            {"status": status, "by": "bot", "reason": reason, "escalation": escalation},
+            webhook="escalated",
+            webhook_data={"status": status, "escalation": escalation},
+        )
+
+    def start_turn(self, session_id: str, message: str) -> asyncio.Task[TurnResult]:
+        """Start a turn in its own task: a caller that goes away does not cancel it.
+
+        The reply is then still saved and the thread stays consistent for the next message.
+        """
+        return self.spawn(self.turn(session_id, message))
+
+    async def stream_reply(self, turn: asyncio.Task[TurnResult]) -> AsyncIterator[str | TurnResult]:
+        """Yield a started turn's reply in chunks, then its :class:`TurnResult`.
+
+        The concatenated chunks equal the saved reply. Cancelling the caller leaves the turn
+        running (it is shielded).
+        """
+        result = await asyncio.shield(turn)
+        for chunk in reply_chunks(result.reply):
+            yield chunk
+            await asyncio.sleep(self.chunk_delay)
+        yield result
+
+    def spawn(self, work: Coroutine[Any, Any, TurnResult]) -> asyncio.Task[TurnResult]:
+        """Run ``work`` in a task that outlives its caller (awaited by :meth:`aclose`)."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        error = None if task.cancelled() else task.exception()
+        if error is not None and not isinstance(error, SessionBusy):
+            log.error("background turn failed", exc_info=error)
+
+    async def aclose(self, timeout: float = 30.0) -> None:
+        """Let turns whose callers left finish before the database closes."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=timeout)
+
     async def view(self, session_id: str) -> SessionView:
         """The session's whole transcript and current state."""
         row = await self.require(session_id)
@@ -158,3 +302,12 @@ class SupportService:
             escalation=values.get("escalation"),
             messages=await self.store.list_messages(session_id),
         )
+
+
+_WORD = re.compile(r"\S+\s*|\s+")
+
+
+def reply_chunks(reply: str, words: int = 3) -> list[str]:
+    """The reply in pieces of a few words, whitespace kept: ``"".join(...) == reply``."""
+    pieces = _WORD.findall(reply)
+    return ["".join(pieces[i : i + words]) for i in range(0, len(pieces), words)]

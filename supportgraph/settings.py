@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -30,12 +33,42 @@ class Settings(BaseSettings):
     )
     sqlite_path: Path = Field(default=Path("data/supportgraph.sqlite"))
     durability: Literal["sync", "async", "exit"] = Field(
-        default="sync",
-        description="When checkpoints are written: each step, in the background, or at the end.",
+        default="exit",
+        description="When checkpoints are written: each step, in the background, or once at the"
+        " end of the turn (before the reply is sent, so an acknowledged turn is durable).",
     )
     pool_min_size: int = Field(default=1, ge=1)
     pool_max_size: int = Field(default=10, ge=1)
     pool_timeout: float = Field(default=5.0, gt=0, description="Seconds to wait for a connection.")
+    pool_max_idle: float = Field(
+        default=300.0, gt=0, description="Close a pooled connection idle this long (seconds)."
+    )
+    pool_max_lifetime: float = Field(
+        default=1800.0, gt=0, description="Replace a pooled connection this old (seconds)."
+    )
+
+    # Scale and retention
+    keep_checkpoints: int = Field(
+        default=4,
+        ge=0,
+        description="Checkpoints kept per thread (the latest K; older ones are pruned every K"
+        " turns). 0 keeps them all.",
+    )
+    index_cache: Path | None = Field(
+        default=None,
+        description="Where built FAQ indexes are cached; unset: a cache folder beside the"
+        " SQLite file.",
+    )
+    busy_policy: Literal["enqueue", "reject"] = Field(
+        default="enqueue",
+        description="A message arriving while the session's turn runs: wait for it (enqueue)"
+        " or answer 409 with Retry-After (reject).",
+    )
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="Operator bearer token: may delete any session. Unset: only the session's"
+        " own token may.",
+    )
 
     # Model (any OpenAI-compatible endpoint); no key means local offline mode
     openai_api_key: SecretStr | None = None
@@ -66,6 +99,41 @@ class Settings(BaseSettings):
         description="Signs session tokens; unset generates one and keeps it in data/secret_key.",
     )
     session_token_ttl_days: int = Field(default=30, ge=1)
+
+    # Human hand-off: agents, a company's backend, live updates, webhooks
+    agent_jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="HS256 secret of agent tokens; unset derives one from the secret key.",
+    )
+    agent_jwt_public_key: str | None = Field(
+        default=None,
+        description="PEM (or a path to one) of an RS256 public key that also signs agent tokens.",
+    )
+    agent_token_ttl_hours: float = Field(default=12.0, gt=0, description="`agent token` default.")
+    server_api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Keys a company's backend sends as X-API-Key (with X-Customer-ID).",
+    )
+    sse_heartbeat_seconds: float = Field(
+        default=15.0, gt=0, description="Heartbeat (and database re-check) interval of streams."
+    )
+    stream_chunk_delay: float = Field(
+        default=0.02, ge=0, description="Pause between streamed chunks of a reply (seconds)."
+    )
+    webhook_urls: list[str] = Field(default_factory=list, description="Receivers of webhooks.")
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="Signs webhook bodies (HMAC-SHA256); required with URLs."
+    )
+    webhook_events: list[Literal["escalated", "agent_reply", "resolved"]] = Field(
+        default_factory=lambda: ["escalated"], description="Which events are sent."
+    )
+    webhook_timeout: float = Field(default=10.0, gt=0)
+    webhook_backoff_initial: float = Field(default=2.0, gt=0, description="First retry delay (s).")
+    webhook_backoff_max: float = Field(default=600.0, gt=0, description="Longest retry delay (s).")
+    webhook_max_age_hours: float = Field(
+        default=24.0, gt=0, description="Undelivered webhooks expire after this long."
+    )
+    webhook_poll_seconds: float = Field(default=2.0, gt=0, description="Outbox poll interval.")
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -81,6 +149,21 @@ class Settings(BaseSettings):
         """True when no model is configured: the local mode answers everything."""
         return self.openai_api_key is None
 
+    def agent_signing_key(self) -> str:
+        """The HS256 secret of agent tokens: configured, or derived from the session secret.
+
+        Derived, not shared: a customer's session token never verifies as an agent token.
+        """
+        if self.agent_jwt_secret is not None:
+            return self.agent_jwt_secret.get_secret_value()
+        return hmac.new(
+            self.signing_key().encode(), b"supportgraph agent tokens", hashlib.sha256
+        ).hexdigest()
+
+    def index_cache_dir(self) -> Path:
+        """The folder of cached FAQ indexes (only large FAQs are cached)."""
+        return self.index_cache or self.sqlite_path.parent / "cache"
+
     def signing_key(self) -> str:
         """The session-token secret: configured, or generated once and kept beside the data."""
         if self.secret_key is not None:
@@ -89,7 +172,15 @@ class Settings(BaseSettings):
         if path.is_file():
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)
-        path.write_text(key)
-        path.chmod(0o600)
-        return key
+        # Workers starting together must end up with one key: the first complete file linked
+        # into place wins, and everyone reads that one.
+        draft = path.with_name(f".secret_key.{os.getpid()}")
+        draft.write_text(secrets.token_urlsafe(48))
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink(missing_ok=True)
+        return path.read_text().strip()

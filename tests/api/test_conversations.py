@@ -126,7 +126,7 @@ async def test_concurrent_posts_to_one_session_are_both_recorded(
     async with app_factory(**backend) as client:
         customer = Customer(client)
         await customer.say("hello")
-        texts = [f"question number {i} about shipping costs" for i in range(6)]
+        texts = [f"How much does shipping cost? (question {i})" for i in range(6)]
         results = await asyncio.gather(*(customer.say(t) for t in texts))
         session = await customer.transcript()
     assert all(r["session_id"] == customer.session_id for r in results)

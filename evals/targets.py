@@ -1,0 +1,260 @@
+"""Where a case's conversation runs: in this process (a fresh SQLite per case) or over HTTP.
+
+In-process, each case gets its own SQLite file, checkpointer and :class:`SupportService`
+(the same pieces the API wires up), with the pack and its fitted local mode shared between
+cases. Over HTTP (``--url``) the harness is a chat client of a running ``supportgraph serve``;
+requests the actions write are not visible there, so checks on them are skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from nodes.context import SupportContext
+from supportgraph.llm import Models
+from supportgraph.settings import Settings
+
+
+@dataclass
+class Observed:
+    """What a turn produced, as the harness saw it."""
+
+    reply: str
+    intent: str | None
+    status: str
+    route: list[str]
+    citations: list[str]
+    slots: dict[str, str]
+    escalation: dict[str, Any] | None
+    usage: dict[str, int]
+    latency_ms: float
+    requests: list[dict[str, Any]] | None = None
+    """Requests the conversation's actions wrote so far (``None``: not visible here)."""
+    model_calls: list[str] = field(default_factory=list)
+    """The structured-output tools the model was asked for, in order (stubbed runs)."""
+    problems: list[str] = field(default_factory=list)
+    """Calls the fake provider could not answer as the case says (unscripted, not recorded)."""
+    drift: int = 0
+    """Replayed requests that differ from the recorded ones."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The observation as JSON (for reports)."""
+        return {
+            "reply": self.reply,
+            "intent": self.intent,
+            "status": self.status,
+            "route": self.route,
+            "citations": self.citations,
+            "slots": self.slots,
+            "escalation": _escalation_json(self.escalation),
+            "usage": self.usage,
+            "latency_ms": round(self.latency_ms, 1),
+            "requests": self.requests,
+            "model_calls": self.model_calls,
+            "problems": self.problems,
+            "drift": self.drift,
+        }
+
+
+def _escalation_json(escalation: dict[str, Any] | None) -> dict[str, Any] | None:
+    if escalation is None:
+        return None
+    return {k: v for k, v in escalation.items() if k != "at"}
+
+
+class Conversation(Protocol):
+    """One case's conversation with the service."""
+
+    async def send(self, message: str) -> Observed:
+        """Send a customer message and observe the turn."""
+        ...
+
+
+class Target(Protocol):
+    """Opens a fresh conversation for a case."""
+
+    name: str
+
+    def conversation(
+        self, case_id: str, pack_path: Path, model: dict[str, Any] | None
+    ) -> AbstractAsyncContextManager[Conversation]:
+        """A conversation for one case; ``model`` holds the case's model settings (or None)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the target holds."""
+        ...
+
+
+class InProcess:
+    """Conversations through :class:`SupportService` in this process, one SQLite per case."""
+
+    name = "in-process"
+
+    def __init__(self, settings: Settings, workdir: Path) -> None:
+        self.settings = settings
+        self.workdir = workdir
+        self._contexts: dict[Path, SupportContext] = {}
+        self._building: dict[Path, asyncio.Lock] = {}
+
+    async def context(self, pack_path: Path) -> SupportContext:
+        """The pack's context without a model: loaded and fitted once, shared by cases."""
+        if pack_path not in self._contexts:
+            lock = self._building.setdefault(pack_path, asyncio.Lock())
+            async with lock:
+                if pack_path not in self._contexts:
+                    offline = self.settings.model_copy(
+                        update={"pack_path": pack_path, "openai_api_key": None}
+                    )
+                    built = await asyncio.to_thread(SupportContext.from_settings, offline)
+                    self._contexts[pack_path] = built
+        return self._contexts[pack_path]
+
+    @asynccontextmanager
+    async def conversation(
+        self, case_id: str, pack_path: Path, model: dict[str, Any] | None
+    ) -> AsyncIterator[InProcessConversation]:
+        """A fresh service (its own database file) for one case."""
+        from checkpoints import open_persistence
+        from graphs.support import build_graph
+        from supportgraph.service import SupportService
+
+        base = await self.context(pack_path)
+        models = (
+            Models.from_settings(self.settings.model_copy(update=model))
+            if model is not None
+            else None
+        )
+        path = self.workdir / f"{case_id}-{secrets.token_hex(4)}.sqlite"
+        try:
+            async with open_persistence(database_url=None, sqlite_path=path) as persistence:
+                service = SupportService(
+                    graph=build_graph().compile(checkpointer=persistence.saver),
+                    context=replace(base, models=models, requests=persistence.store),
+                    store=persistence.store,
+                    durability=self.settings.durability,
+                )
+                yield InProcessConversation(service, persistence.store)
+        finally:
+            for leftover in path.parent.glob(path.name + "*"):
+                leftover.unlink(missing_ok=True)
+
+    async def aclose(self) -> None:
+        """Nothing to release: each conversation closes its own database."""
+
+
+class InProcessConversation:
+    """A conversation with an in-process service."""
+
+    def __init__(self, service: Any, store: Any) -> None:
+        self.service = service
+        self.store = store
+        self.session_id: str | None = None
+
+    async def send(self, message: str) -> Observed:
+        """Run one turn and read the requests the conversation wrote."""
+        if self.session_id is None:
+            self.session_id = await self.service.new_session()
+        started = time.perf_counter()
+        result = await self.service.turn(self.session_id, message)
+        latency = (time.perf_counter() - started) * 1000
+        requests = await self.store.list_requests(self.session_id)
+        return Observed(
+            reply=result.reply,
+            intent=result.intent,
+            status=result.status,
+            route=list(result.route),
+            citations=[c["id"] for c in result.citations],
+            slots=dict(result.slots),
+            escalation=dict(result.escalation) if result.escalation else None,
+            usage=dict(result.usage),
+            latency_ms=latency,
+            requests=[
+                {"id": r["id"], "kind": r["kind"], "data": r["data"], "status": r["status"]}
+                for r in requests
+            ],
+        )
+
+
+class OverHttp:
+    """Conversations with a running server through its public API."""
+
+    name = "url"
+
+    def __init__(self, url: str, *, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._client: httpx.AsyncClient | None = None
+
+    @asynccontextmanager
+    async def conversation(
+        self, case_id: str, pack_path: Path, model: dict[str, Any] | None
+    ) -> AsyncIterator[HttpConversation]:
+        """A new session on the server (it starts with the first message)."""
+        if self._client is None:
+            self._client = httpx.AsyncClient(base_url=self.url, timeout=self.timeout)
+        yield HttpConversation(self._client)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+
+class ServerError(RuntimeError):
+    """The server under test answered a turn with an error."""
+
+
+class HttpConversation:
+    """A chat-widget-like client: keeps the session id and token between turns."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.session_id: str | None = None
+        self.token: str | None = None
+
+    async def send(self, message: str) -> Observed:
+        """POST the message, then read the session for its slots and hand-off packet."""
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        started = time.perf_counter()
+        response = await self.client.post(
+            "/api/support/chat",
+            json={"message": message, "session_id": self.session_id},
+            headers=headers,
+        )
+        latency = (time.perf_counter() - started) * 1000
+        if response.status_code != 200:
+            raise ServerError(
+                f"POST /api/support/chat: HTTP {response.status_code}: {response.text}"
+            )
+        body = response.json()
+        self.session_id, self.token = body["session_id"], body["session_token"]
+        session = await self.client.get(
+            f"/api/support/sessions/{self.session_id}",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        if session.status_code != 200:
+            raise ServerError(f"GET session: HTTP {session.status_code}: {session.text}")
+        state = session.json()
+        return Observed(
+            reply=body["reply"],
+            intent=body["intent"],
+            status=body["status"],
+            route=list(body["route"]),
+            citations=[c["id"] for c in body["citations"]],
+            slots=dict(state.get("slots") or {}),
+            escalation=state.get("escalation"),
+            usage=dict(body.get("usage") or {}),
+            latency_ms=latency,
+            requests=None,
+        )

@@ -1,0 +1,270 @@
+"""What agents do with a conversation a person has: claim, reply, note, hand back, resolve.
+
+The pause is state, not ``interrupt()``: an escalated thread's status is ``escalated`` in the
+graph state and the session row; ``classify_intent`` routes its customer messages straight to
+``escalate_human``, which answers nothing (the service has already stored them). Agents'
+actions write the transcript and the session row, and change the graph state with
+``aupdate_state`` (under the session's lock, so they never interleave with a turn): a reply
+joins the message window, and hand back / resolve set a status the nodes understand.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from langchain_core.messages import AIMessage
+
+from checkpoints import unavailable_as_domain_error
+from checkpoints.store import MessageRow, SessionRow
+from supportgraph.service import SupportService
+
+AFTER_ESCALATION = "escalate_human"
+"""The node agents' state updates are written as: its only edge goes to END, so nothing runs."""
+
+RESET_ON_RETURN: dict[str, Any] = {
+    "handoff_reason": None,
+    "pending_action": None,
+    "low_confidence_turns": 0,
+    "negative_turns": 0,
+    "failures": 0,
+    "missing": [],
+    "reply": "",
+}
+"""Counters that led to the hand-off start again when the bot has the conversation back."""
+
+
+class HandoffError(Exception):
+    """An agent action that does not fit the conversation's state."""
+
+
+class NotEscalated(HandoffError):
+    """The conversation is not with a person."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the conversation is not with a person (status {status})")
+        self.status = status
+
+
+class ClaimConflict(HandoffError):
+    """Another agent holds the conversation."""
+
+    def __init__(self, holder: str) -> None:
+        super().__init__(f"the conversation is claimed by {holder}")
+        self.holder = holder
+
+
+class BadCursor(ValueError):
+    """A pagination cursor we did not issue."""
+
+
+@dataclass(frozen=True)
+class QueuePage:
+    """One page of the agents' list, newest activity first."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None
+    last_event_id: int
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Everything an agent sees of one conversation."""
+
+    session: SessionRow
+    messages: list[MessageRow]
+    notes: list[dict[str, Any]]
+    slots: dict[str, str]
+    escalation: dict[str, Any] | None
+    summary: str
+
+
+def encode_cursor(updated_at: str, session_id: str) -> str:
+    """An opaque cursor for the row after which the next page starts."""
+    return base64.urlsafe_b64encode(f"{updated_at}|{session_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (updated_at, id) a cursor stands for; :class:`BadCursor` otherwise."""
+    try:
+        updated_at, _, session_id = base64.urlsafe_b64decode(cursor).decode().partition("|")
+        return datetime.fromisoformat(updated_at), session_id
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise BadCursor(f"cursor {cursor!r} is not one this API issued") from exc
+
+
+class HandoffService:
+    """The agents' side of a conversation."""
+
+    def __init__(self, support: SupportService) -> None:
+        self.support = support
+        self.store = support.store
+        self.events = support.events
+
+    async def queue(
+        self,
+        *,
+        statuses: list[str] | None = None,
+        reason: str | None = None,
+        claimed_by: str | None = None,
+        unclaimed: bool = False,
+        updated_since: datetime | None = None,
+        customer_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> QueuePage:
+        """Conversations matching the filters, newest activity first, one page at a time."""
+        last_event_id = await self.store.last_event_id()
+        rows = await self.store.list_sessions(
+            statuses=statuses,
+            reason=reason,
+            claimed_by=claimed_by,
+            unclaimed=unclaimed,
+            updated_since=updated_since,
+            customer_id=customer_id,
+            before=decode_cursor(cursor) if cursor else None,
+            limit=limit + 1,
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1]["row"] if rows and more else None
+        return QueuePage(
+            items=rows,
+            next_cursor=encode_cursor(last.updated_at, last.id) if last else None,
+            last_event_id=last_event_id,
+        )
+
+    async def conversation(self, session_id: str) -> Conversation:
+        """The transcript, notes, slots and hand-off packet of one conversation."""
+        view = await self.support.view(session_id)
+        values = await self._values(session_id)
+        return Conversation(
+            session=view.session,
+            messages=view.messages,
+            notes=await self.store.list_notes(session_id),
+            slots=view.slots,
+            escalation=view.escalation,
+            summary=str(values.get("summary") or ""),
+        )
+
+    async def claim(self, session_id: str, *, agent: str, force: bool = False) -> SessionRow:
+        """Take the conversation (idempotent for its holder); ``force`` takes it from another."""
+        row = await self.support.require(session_id)
+        if row.status != "escalated":
+            raise NotEscalated(row.status)
+        if row.claimed_by == agent:
+            return row
+        if not await self.store.claim_session(session_id, agent=agent, force=force):
+            row = await self.support.require(session_id)
+            if row.status != "escalated":
+                raise NotEscalated(row.status)
+            raise ClaimConflict(row.claimed_by or "someone")
+        await self.events.publish(
+            session_id, "claimed", {"agent": agent, "previous": row.claimed_by}
+        )
+        return await self.support.require(session_id)
+
+    async def release(self, session_id: str, *, agent: str, force: bool = False) -> SessionRow:
+        """Let go of the conversation (its holder, or anyone with ``force``)."""
+        row = await self.support.require(session_id)
+        if row.claimed_by is None:
+            return row
+        if row.claimed_by != agent and not force:
+            raise ClaimConflict(row.claimed_by)
+        await self.store.release_session(session_id)
+        await self.events.publish(session_id, "released", {"agent": row.claimed_by, "by": agent})
+        return await self.support.require(session_id)
+
+    async def reply(self, session_id: str, *, agent: str, text: str) -> MessageRow:
+        """Answer the customer as ``agent`` (claiming an unclaimed conversation)."""
+        await self.claim(session_id, agent=agent)
+        async with self._locked(session_id):
+            row = await self.support.require(session_id)
+            if row.status != "escalated":
+                raise NotEscalated(row.status)
+            if row.claimed_by not in (None, agent):
+                raise ClaimConflict(row.claimed_by)
+            message_id = await self.store.append_message(
+                session_id, role="agent", content=text, author=agent
+            )
+            await self._update_state(
+                session_id, {"messages": [AIMessage(content=text, name="agent")]}
+            )
+            await self.store.touch_session(session_id)
+            await self.events.publish(
+                session_id,
+                "message",
+                {"message_id": message_id, "role": "agent", "content": text, "author": agent},
+                webhook="agent_reply",
+                webhook_data={"message_id": message_id, "agent": agent, "content": text},
+            )
+        message = await self.store.get_message(message_id)
+        assert message is not None
+        return message
+
+    async def note(self, session_id: str, *, agent: str, text: str) -> dict[str, Any]:
+        """Add an internal note: agents see it, the customer never does."""
+        await self.support.require(session_id)
+        note_id = await self.store.add_note(session_id, author=agent, content=text)
+        await self.store.touch_session(session_id)
+        await self.events.publish(
+            session_id,
+            "note",
+            {"note_id": note_id, "author": agent, "content": text},
+            audience="agents",
+        )
+        notes = await self.store.list_notes(session_id)
+        return next(n for n in notes if n["id"] == note_id)
+
+    async def hand_back(self, session_id: str, *, agent: str) -> SessionRow:
+        """Give the conversation back to the bot: the next customer message runs the graph."""
+        return await self._leave(session_id, agent=agent, status="active", action="hand_back")
+
+    async def resolve(self, session_id: str, *, agent: str) -> SessionRow:
+        """Close the conversation; a later customer message starts a new topic with the bot."""
+        return await self._leave(session_id, agent=agent, status="resolved", action="resolve")
+
+    async def _leave(self, session_id: str, *, agent: str, status: str, action: str) -> SessionRow:
+        async with self._locked(session_id):
+            row = await self.support.require(session_id)
+            if row.status != "escalated":
+                raise NotEscalated(row.status)
+            if row.claimed_by not in (None, agent):
+                raise ClaimConflict(row.claimed_by)
+            update: dict[str, Any] = {**RESET_ON_RETURN, "status": status}
+            if status == "active":
+                update["escalation"] = None
+            await self._update_state(session_id, update)
+            await self.store.set_status(session_id, status=status, release=True)
+            await self.events.publish(
+                session_id,
+                "status",
+                {"status": status, "by": "agent", "agent": agent, "action": action},
+                webhook="resolved" if status == "resolved" else None,
+                webhook_data={"status": status, "agent": agent},
+            )
+        return await self.support.require(session_id)
+
+    @asynccontextmanager
+    async def _locked(self, session_id: str) -> AsyncIterator[None]:
+        """Hold the session the way turns do: this process's lock, then the shared one."""
+        async with self.support.locks.hold(session_id), self.store.session_lock(session_id):
+            yield
+
+    async def _update_state(self, session_id: str, values: dict[str, Any]) -> None:
+        async with unavailable_as_domain_error():
+            await self.support.graph.aupdate_state(
+                {"configurable": {"thread_id": session_id}}, values, as_node=AFTER_ESCALATION
+            )
+
+    async def _values(self, session_id: str) -> dict[str, Any]:
+        async with unavailable_as_domain_error():
+            snapshot = await self.support.graph.aget_state(
+                {"configurable": {"thread_id": session_id}}
+            )
+        return dict(snapshot.values or {})

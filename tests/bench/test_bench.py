@@ -1,0 +1,83 @@
+"""The benchmarks' building blocks work (no timing here: the figures come from ``bench/``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench import apps, retrieval, stub_llm
+from bench.common import percentile, ratio
+from bench.long_thread import late_turn, message, sample_turns
+from tests.conftest import TEST_SECRET
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile(values, 100) == 100
+    assert percentile([], 99) == 0.0
+    assert ratio(3.0, 1.5) == "2.00x" and ratio(1.0, 0.0) == "-"
+
+
+def test_long_thread_messages_and_samples() -> None:
+    assert all(len(message(t)) == 400 for t in (1, 10, 200))
+    assert late_turn(210) == 200 and late_turn(30) == 24
+    samples = sample_turns(210)
+    assert {4, 16, 194, 206} <= samples
+
+
+def test_stub_model_answers_the_forced_tool_and_counts_the_prompt() -> None:
+    body = {
+        "model": "stub-model",
+        "messages": [{"role": "system", "content": "x" * 400}, {"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "Classification"}}],
+        "tool_choice": {"type": "function", "function": {"name": "Classification"}},
+    }
+    out = stub_llm.completion(body)
+    call = out["choices"][0]["message"]["tool_calls"][0]["function"]
+    assert call["name"] == "Classification"
+    assert json.loads(call["arguments"])["intent"] == "faq"
+    assert out["usage"]["prompt_tokens"] == 101
+
+
+@pytest.mark.parametrize("factory", [apps.stock_app, apps.bare_app])
+async def test_baseline_apps_answer_turns_and_keep_state(
+    factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SUPPORTGRAPH_SQLITE_PATH", str(tmp_path / "bench.sqlite"))
+    monkeypatch.setenv("SUPPORTGRAPH_SECRET_KEY", TEST_SECRET)
+    app = factory()
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            assert (await client.get("/health")).json() == {"status": "healthy"}
+            first = (await client.post("/api/support/chat", json={"message": "hi"})).json()
+            body = {"message": "how much is shipping?", "session_id": first["session_id"]}
+            second = (await client.post("/api/support/chat", json=body)).json()
+    assert second["session_id"] == first["session_id"]
+    assert second["reply"]
+    if factory is apps.bare_app:
+        assert second["reply"] == "turn 2"
+
+
+def test_stock_state_keeps_the_whole_transcript() -> None:
+    from langchain_core.messages import HumanMessage
+
+    graph = apps.stock_builder().compile()
+    reducer = graph.builder.channels["messages"]
+    messages = [HumanMessage(content=str(i), id=str(i)) for i in range(30)]
+    assert len(reducer.operator([], messages)) == 30  # type: ignore[attr-defined]
+
+
+def test_generated_faq_is_searchable_and_the_naive_baseline_agrees() -> None:
+    entries = retrieval.generate(60)
+    assert len({e.id for e in entries}) == 60
+    naive = retrieval.NaiveIndex(entries)
+    question = entries[7].questions[0]
+    assert naive.search(question)[0] == entries[7].id
+    assert retrieval.write_pack is not None
