@@ -137,6 +137,11 @@ class MiniLMEmbedder:
         self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        # One thread, no spinning: a single sentence gains nothing from a pool, and the
+        # default pool spins on every core (measured: 19.3 -> 9.7 ms of CPU per call).
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self._session = ort.InferenceSession(
             str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
