@@ -4,40 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 
-from tests.conftest import STORE_PACK, TEST_SECRET
+from tests.conftest import STORE_PACK
 from tests.utils.db import fresh_schema
 from tests.utils.orders import order
-
-BIN = Path(sys.executable).parent / "supportgraph"
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli_env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    """A clean environment for the command: SQLite in tmp, offline, no .env."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPPORTGRAPH_", "OPENAI_"))}
-    env.update(
-        SUPPORTGRAPH_SQLITE_PATH=str(tmp_path / "sg.sqlite"),
-        SUPPORTGRAPH_SECRET_KEY=TEST_SECRET,
-        **extra,
-    )
-    return env
+from tests.utils.servers import BIN, free_port
+from tests.utils.servers import clean_env as cli_env
+from tests.utils.servers import serve_process as serving
 
 
 def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.CompletedProcess[str]:
@@ -45,36 +22,6 @@ def run(args: list[str], env: dict[str, str], stdin: str = "") -> subprocess.Com
     return subprocess.run(
         [str(BIN), *args], env=env, input=stdin, capture_output=True, text=True, timeout=120
     )
-
-
-@contextmanager
-def serving(tmp_path: Path, port: int, *args: str, **env: str) -> Iterator[str]:
-    """``supportgraph serve`` as its own process; killed hard at the end."""
-    proc = subprocess.Popen(
-        [str(BIN), "serve", "--port", str(port), *args],
-        env=cli_env(tmp_path, **env),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise AssertionError(f"server did not start:\n{out}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 def test_serve_over_http_survives_a_restart(tmp_path: Path) -> None:

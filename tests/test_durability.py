@@ -9,9 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_cli import free_port, serving
 from tests.utils.db import fresh_schema
 from tests.utils.orders import order
+from tests.utils.servers import free_port
+from tests.utils.servers import serve_process as serving
 
 PLACED = order("placed")
 

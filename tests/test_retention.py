@@ -12,9 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.test_cli import cli_env, run
+from tests.test_cli import run
 from tests.utils.chat import Customer, app_of
 from tests.utils.orders import order
+from tests.utils.servers import clean_env as cli_env
 
 ADMIN = "admin-token-for-tests-0123456789"
 PLACED = order("placed")

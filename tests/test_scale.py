@@ -19,10 +19,11 @@ import respx
 
 from graphs.state import MAX_WINDOW
 from tests.conftest import stub_llm_settings
-from tests.test_cli import free_port, serving
 from tests.utils.chat import Customer, app_of
 from tests.utils.db import fresh_schema
 from tests.utils.openai import COMPLETIONS, requested_tool, tool_call_response
+from tests.utils.servers import free_port
+from tests.utils.servers import serve_process as serving
 
 POSTS = 50
 

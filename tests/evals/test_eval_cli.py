@@ -7,7 +7,8 @@ import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from tests.evals.cli_helpers import clean_env, run_cli
+from tests.evals.cli_helpers import run_cli
+from tests.utils.servers import clean_env
 
 GOOD_AND_BROKEN = """
 suite: cli-check

@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.evals.cli_helpers import clean_env, run_cli
+from tests.evals.cli_helpers import run_cli
 from tests.evals.provider import API_KEY, RuleProvider
+from tests.utils.servers import clean_env
 
 SUITE = Path(__file__).parent / "suites" / "live.yaml"
 REQUEST_ID = re.compile(r"R-[0-9A-F]{8}")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tests.evals.cli_helpers import clean_env, free_port, run_cli, serving
+from tests.evals.cli_helpers import run_cli, serving
+from tests.utils.servers import clean_env, free_port
 
 OFFLINE_CASES = ["order-status-two-turns", "refund-full-flow", "handoff-human-mid-collection"]
 STUB_CASES = [

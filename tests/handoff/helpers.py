@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,14 +17,8 @@ import uvicorn
 
 from api.agent_auth import AgentTokens
 from supportgraph.settings import Settings
-from tests.conftest import TEST_SECRET, make_settings
-
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.conftest import make_settings
+from tests.utils.servers import free_port
 
 
 def agent_token(
@@ -178,45 +166,3 @@ class EventStream:
             seen.append(event)
             if event.event == kind and all(event.data.get(k) == v for k, v in match.items()):
                 return seen
-
-
-BIN = Path(sys.executable).parent / "supportgraph"
-
-
-@contextmanager
-def serve_process(tmp_path: Path, port: int, **env: str) -> Iterator[str]:
-    """``supportgraph serve`` as its own process (offline mode); killed hard at the end."""
-    environment = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SUPPORTGRAPH_", "OPENAI_"))
-    }
-    environment.update(
-        SUPPORTGRAPH_SQLITE_PATH=str(tmp_path / "sg.sqlite"),
-        SUPPORTGRAPH_SECRET_KEY=TEST_SECRET,
-        **env,
-    )
-    log = (tmp_path / f"serve-{port}.log").open("wb")
-    proc = subprocess.Popen(
-        [str(BIN), "serve", "--port", str(port)],
-        env=environment,
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"server did not start: {Path(log.name).read_text()}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        log.close()

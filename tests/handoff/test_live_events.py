@@ -15,12 +15,11 @@ from tests.handoff.helpers import (
     AgentClient,
     EventStream,
     agent_token,
-    free_port,
     live_server,
-    serve_process,
 )
 from tests.utils.chat import Customer
 from tests.utils.db import fresh_schema
+from tests.utils.servers import free_port, serve_process
 
 HUMAN = "I'd like to talk to a real person please"
 

@@ -20,8 +20,9 @@ import pytest
 from psycopg.rows import dict_row
 
 from supportgraph.webhooks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
-from tests.handoff.helpers import agent_token, free_port, live_server, serve_process
+from tests.handoff.helpers import agent_token, live_server
 from tests.utils.db import fresh_schema
+from tests.utils.servers import free_port, serve_process
 
 SECRET = "webhook-secret-shared-with-the-receiver"
 HUMAN = "I'd like to talk to a real person please"
