@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -519,3 +519,23 @@ def write_json(path: Path | None, report: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, default=str))
     console.print(f"[dim]wrote {path}[/dim]")
+
+
+def start_stub_model(stack: ExitStack, workdir: Path) -> dict[str, str]:
+    """Start the instant stub OpenAI endpoint for the rest of ``stack``; return the settings
+    that point the service at it."""
+    port = free_port()
+    stack.enter_context(
+        running(
+            "stub model",
+            uvicorn_args("bench.stub_llm:app", port, factory=False),
+            base_env(),
+            workdir,
+            port=port,
+        )
+    )
+    return {
+        "SUPPORTGRAPH_OPENAI_API_KEY": "sk-bench",
+        "SUPPORTGRAPH_OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
+        "SUPPORTGRAPH_MODEL": "stub-model",
+    }

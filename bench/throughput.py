@@ -40,6 +40,7 @@ from bench.common import (
     ratio,
     running,
     serve_args,
+    start_stub_model,
     table,
     uvicorn_args,
     verdict,
@@ -338,23 +339,7 @@ def main(argv: list[str] | None = None) -> None:
     console.print(f"[dim]{info}[/dim]")
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sgbench-")))
-        llm_env: dict[str, str] = {}
-        if args.llm:
-            port = free_port()
-            stack.enter_context(
-                running(
-                    "stub model",
-                    uvicorn_args("bench.stub_llm:app", port, factory=False),
-                    base_env(),
-                    workdir,
-                    port=port,
-                )
-            )
-            llm_env = {
-                "SUPPORTGRAPH_OPENAI_API_KEY": "sk-bench",
-                "SUPPORTGRAPH_OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1",
-                "SUPPORTGRAPH_MODEL": "stub-model",
-            }
+        llm_env = start_stub_model(stack, workdir) if args.llm else {}
         results = {}
         for label, backend, workers in CONFIGS:
             if backend in backends:
