@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint format
+.PHONY: serve test lint format audit
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,3 +27,6 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+audit: $(STAMP)  ## known advisories in the installed dependencies (needs PyPI's JSON API or OSV)
+	$(BIN)/pip-audit --progress-spinner off --skip-editable

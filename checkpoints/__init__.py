@@ -25,6 +25,7 @@ from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from checkpoints.serde import strict_serializer
 from checkpoints.store import (
     PostgresStore,
     SqliteStore,
@@ -87,7 +88,7 @@ async def _sqlite(path: Path) -> AsyncIterator[Persistence]:
         await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
-        saver = AsyncSqliteSaver(conn)
+        saver = AsyncSqliteSaver(conn, serde=strict_serializer())
         await saver.setup()
         store = SqliteStore(conn)
         await store.migrate()
@@ -125,7 +126,7 @@ async def _postgres(
         await pool.close()
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
     try:
-        saver = AsyncPostgresSaver(pool)  # type: ignore[arg-type]
+        saver = AsyncPostgresSaver(pool, serde=strict_serializer())  # type: ignore[arg-type]
         await _setup_once(pool, saver)
         store = PostgresStore(pool)
         await store.migrate()
