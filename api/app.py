@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from api.agent_auth import AgentTokens
 from api.auth import SessionTokens
 from api.errors import error_response, install_error_handlers
-from api.middleware import BodyLimitMiddleware, RequestIdMiddleware
+from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
 from api.routes import admin, agent, health, pages, sessions, stream, support
 from checkpoints import open_persistence
 from graphs.support import build_graph
@@ -114,6 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             expose_headers=["X-Request-ID"],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        SecurityHeadersMiddleware, frame_ancestors=settings.frame_ancestors, hsts=settings.hsts
+    )
     app.add_middleware(RequestIdMiddleware)
     return app
 

@@ -1,4 +1,4 @@
-"""ASGI middleware: request ids and a body size limit answered in the API's error shape."""
+"""ASGI middleware: security headers, request ids and a body size limit in the API's error shape."""
 
 from __future__ import annotations
 
@@ -110,3 +110,54 @@ class BodyLimitMiddleware:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class SecurityHeadersMiddleware:
+    """Add the browser hardening headers to every response (an existing header is kept).
+
+    The pages load only their own scripts and styles (no inline code), so the policy can be
+    ``'self'`` throughout; ``frame_ancestors`` decides which sites may embed the pages. API
+    responses carry personal data, so they are never cached. HSTS is sent only when the
+    operator says the service is reached over HTTPS (behind a TLS proxy it cannot tell).
+    """
+
+    def __init__(self, app: ASGIApp, *, frame_ancestors: list[str], hsts: bool) -> None:
+        self.app = app
+        ancestors = " ".join(frame_ancestors) or "'none'"
+        self.headers: list[tuple[bytes, bytes]] = [
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+            (b"permissions-policy", b"camera=(), microphone=(), geolocation=(), payment=()"),
+            (
+                b"content-security-policy",
+                (
+                    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+                    f" connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self';"
+                    f" frame-ancestors {ancestors}"
+                ).encode(),
+            ),
+        ]
+        if not frame_ancestors:
+            self.headers.append((b"x-frame-options", b"DENY"))
+        if hsts:
+            self.headers.append((b"strict-transport-security", b"max-age=31536000"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Add the headers to the response start."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        no_store = scope["path"].startswith("/api/")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                extra = [(n, v) for n, v in self.headers if n not in present]
+                if no_store and b"cache-control" not in present:
+                    extra.append((b"cache-control", b"no-store"))
+                message["headers"] = [*headers, *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -8,6 +8,7 @@ import os
 import secrets
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -92,7 +93,20 @@ class Settings(BaseSettings):
     # API
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
-    cors_origins: list[str] = Field(default_factory=list)
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (scheme://host[:port]) whose pages may call the API; none by"
+        " default. No wildcard: every origin is named.",
+    )
+    frame_ancestors: list[str] = Field(
+        default_factory=list,
+        description="Origins that may embed the pages in a frame; none by default.",
+    )
+    hsts: bool = Field(
+        default=False,
+        description="Send Strict-Transport-Security (set when clients reach the service over"
+        " HTTPS).",
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     secret_key: SecretStr | None = Field(
         default=None,
@@ -136,6 +150,24 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(default=2.0, gt=0, description="Outbox poll interval.")
     log_level: str = "INFO"
     log_json: bool = True
+
+    @field_validator("cors_origins", "frame_ancestors")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            parsed = urlsplit(origin)
+            if (
+                parsed.scheme not in ("http", "https")
+                or not parsed.hostname
+                or "*" in origin
+                or parsed.path not in ("", "/")
+                or parsed.query
+                or parsed.fragment
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: give scheme://host[:port], no wildcard or path"
+                )
+        return [origin.rstrip("/") for origin in value]
 
     @field_validator("database_url")
     @classmethod
