@@ -225,3 +225,18 @@ MIGRATIONS_POSTGRES.append(
         ],
     )
 )
+
+# Version 4, authorization audit: every action the assistant takes or refuses (a record
+# lookup, a request) is a row of sg_audit, beside the deletions. The session is named only by
+# its pseudonym (subject_sha256), so the rows outlive a deleted session without naming it;
+# the record only by a keyed hash (record_ref, see supportgraph/actions.py).
+_AUDIT_COLUMNS = [
+    "ALTER TABLE sg_audit ADD COLUMN kind TEXT",
+    "ALTER TABLE sg_audit ADD COLUMN outcome TEXT",
+    "ALTER TABLE sg_audit ADD COLUMN reason TEXT",
+    "ALTER TABLE sg_audit ADD COLUMN record_ref TEXT",
+    "ALTER TABLE sg_audit ADD COLUMN request_id TEXT",
+    "CREATE INDEX IF NOT EXISTS sg_audit_subject ON sg_audit(subject_sha256, id)",
+]
+MIGRATIONS_SQLITE.append((4, "authorization audit of actions", list(_AUDIT_COLUMNS)))
+MIGRATIONS_POSTGRES.append((4, "authorization audit of actions", list(_AUDIT_COLUMNS)))

@@ -18,7 +18,6 @@ on PostgreSQL could see the blobs of a checkpoint being written as unreferenced.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -29,17 +28,18 @@ from typing import Any, TypeVar
 
 from psycopg import sql
 
-from checkpoints.store import PostgresStore, SqliteStore, Store, unavailable_as_domain_error
+from checkpoints.store import (
+    PostgresStore,
+    SqliteStore,
+    Store,
+    pseudonym,
+    unavailable_as_domain_error,
+)
 
 T = TypeVar("T")
 
 THREAD_COLUMNS = ("thread_id", "session_id")
 """Columns that name a conversation; a row with one of them belongs to that conversation."""
-
-
-def pseudonym(session_id: str) -> str:
-    """The id an audit record keeps instead of the session id."""
-    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 class Retention(ABC):

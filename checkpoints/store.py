@@ -7,6 +7,7 @@ placeholders (translated for SQLite).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import secrets
 import sqlite3
@@ -137,6 +138,11 @@ _OUTBOX_COLUMNS = (
     "id, session_id, event_type, url, idempotency_key, payload, status, attempts, created_at,"
     " expires_at, last_error, delivered_at"
 )
+
+
+def pseudonym(session_id: str) -> str:
+    """The id an audit record keeps instead of the session id (its SHA-256)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def _now() -> datetime:
@@ -327,6 +333,45 @@ class Store(ABC):
             data = r["data"] if isinstance(r["data"], dict) else json.loads(r["data"])
             out.append({**r, "data": data, "created_at": _text(r["created_at"])})
         return out
+
+    async def audit_action(
+        self,
+        *,
+        session_id: str,
+        action: str,
+        kind: str,
+        outcome: str,
+        reason: str,
+        record_ref: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Audit an action the assistant took or refused, under the session's pseudonym."""
+        await self._execute(
+            "INSERT INTO sg_audit (action, subject_sha256, actor, at, kind, outcome, reason,"
+            " record_ref, request_id) VALUES (%s, %s, 'assistant', %s, %s, %s, %s, %s, %s)",
+            (
+                action,
+                pseudonym(session_id),
+                self._ts(_now()),
+                kind,
+                outcome,
+                reason,
+                record_ref,
+                request_id,
+            ),
+        )
+
+    async def list_audit(self, session_id: str | None = None) -> list[dict[str, Any]]:
+        """Audit entries, oldest first (for one session, found by its pseudonym, or all)."""
+        where, params = (
+            ("WHERE subject_sha256 = %s", (pseudonym(session_id),)) if session_id else ("", ())
+        )
+        rows = await self._fetch(
+            "SELECT id, action, subject_sha256, actor, at, kind, outcome, reason, record_ref,"
+            f" request_id FROM sg_audit {where} ORDER BY id",
+            params,
+        )
+        return [{**r, "id": int(r["id"]), "at": _text(r["at"])} for r in rows]
 
     # Hand-off: ownership, token revocation, the agents' queue, claims, notes, events, outbox.
 

@@ -7,7 +7,13 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.state import SupportState
-from nodes.common import free_text, latest_customer_id, latest_customer_text, model_messages
+from nodes.common import (
+    audit_intent,
+    free_text,
+    latest_customer_id,
+    latest_customer_text,
+    model_messages,
+)
 from nodes.context import SupportContext, deps
 from supportgraph.llm import empty_usage, structured
 from supportgraph.local import text as local_text
@@ -62,6 +68,10 @@ async def classify_intent(state: SupportState, runtime: Runtime[SupportContext])
         update.update(status="active", missing=[], failures=0, pending_action=None)
         state = {**state, "status": "active", "pending_action": None}  # type: ignore[typeddict-item]
     update.update(_decide(state, ctx, text, reading))
+    pending = state.get("pending_action")
+    if pending is not None and "pending_action" in update and update["pending_action"] is None:
+        # A change of topic dropped a stated action before any yes: it was not taken.
+        await audit_intent(state, ctx, pending["intent"], "refused", "abandoned")
     return update
 
 

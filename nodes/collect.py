@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from typing import Any
 
+from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
 from graphs.state import SupportState
@@ -20,6 +23,8 @@ from nodes.common import (
 from nodes.context import SupportContext, deps
 from supportgraph.llm import structured
 from supportgraph.slots import extract_from, validate
+
+log = logging.getLogger("supportgraph.collect")
 
 EXTRACT_PROMPT = """Extract the details below from what the customer wrote in this conversation.
 Copy each value exactly as the customer wrote it; leave a detail empty (null) if the customer
@@ -106,11 +111,19 @@ async def _candidates(
         )
         if result is not None:
             values = {n: getattr(result, n, None) for n in names}
-            return {
-                n: str(v)
-                for n, v in values.items()
-                if v not in (None, "") and str(v) != have.get(n)
-            }
+            said = _said(state)
+            out: dict[str, str] = {}
+            for n, v in values.items():
+                if v in (None, "") or str(v) == have.get(n):
+                    continue
+                if not _grounded(str(v), said, text_slot=slots[n].type == "text"):
+                    # The model may only copy what the customer wrote: an order number or an
+                    # email it "remembers" (another customer's, a poisoned article's) is
+                    # dropped, as is free text the customer never typed.
+                    log.warning("model value not in the customer's messages", extra={"slot": n})
+                    continue
+                out[n] = str(v)
+            return out
     pattern_slots = [n for n in names if slots[n].type == "pattern" or slots[n].extract]
     found = extract_from(slots, pattern_slots, customer_texts(state))
     # The latest message's own values win over earlier turns'.
@@ -126,6 +139,51 @@ async def _candidates(
         if text_slot and answer:
             found[text_slot] = answer
     return {n: v for n, v in found.items() if v != have.get(n)}
+
+
+def _said(state: SupportState) -> list[str]:
+    """Everything the customer wrote in the window (values may come from earlier topics)."""
+    return [str(m.content) for m in state.get("messages", []) if isinstance(m, HumanMessage)]
+
+
+_UNITS = "zero one two three four five six seven eight nine".split()
+_TEENS = "ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen".split()
+_TENS = "twenty thirty forty fifty sixty seventy eighty ninety".split()
+_SPOKEN = {
+    "oh": "0",
+    "at": "@",
+    "dot": ".",
+    **{w: str(i) for i, w in enumerate(_UNITS)},
+    **{w: str(i + 10) for i, w in enumerate(_TEENS)},
+    **{w: str(i + 2) + "0" for i, w in enumerate(_TENS)},
+}
+
+
+def _spoken(text: str) -> str:
+    """The message with spelled-out digits and email words written out ("ten thirteen": 1013)."""
+    out: list[str] = []
+    after_tens = False
+    for word in re.findall(r"[\w.@+']+", text.casefold()):
+        if after_tens and word in _UNITS[1:]:
+            out[-1] = out[-1][0] + _SPOKEN[word]  # "forty two": 42
+        else:
+            out.append(_SPOKEN.get(word, word))
+        after_tens = word in _TENS
+    return "".join(out)
+
+
+def _grounded(value: str, said: list[str], *, text_slot: bool) -> bool:
+    """Whether the customer wrote this value (an identifier as is, free text word for word).
+
+    An identifier must appear in one message, ignoring case and spaces, or spelled out
+    ("ten thirteen", "kim at example dot org"). Free text may be trimmed or reordered by the
+    model, but each of its words must be the customer's.
+    """
+    if not text_slot:
+        compact = "".join(value.split()).casefold()
+        return any(compact in "".join(t.split()).casefold() or compact in _spoken(t) for t in said)
+    theirs = {w for t in said for w in re.findall(r"\w+", t.casefold())}
+    return set(re.findall(r"\w+", value.casefold())) <= theirs
 
 
 def _patterns_suffice(

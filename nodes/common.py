@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -10,7 +11,10 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemM
 
 from graphs.state import SupportState
 from nodes.context import SupportContext
+from supportgraph.actions import ActionCall, Outcome, Reason, audit
 from supportgraph.llm import empty_usage
+
+log = logging.getLogger("supportgraph.nodes")
 
 MAX_TRIED = 10
 AFTER = "after:"
@@ -18,7 +22,15 @@ AFTER = "after:"
 
 
 def say(state: SupportState, ctx: SupportContext, text: str) -> dict[str, Any]:
-    """The update that answers the customer with ``text`` (greeting first on a new thread)."""
+    """The update that answers the customer with ``text`` (greeting first on a new thread).
+
+    The last line of defence: a reply holding one of the pack's secrets or quoting a prompt
+    is replaced by the pack's ``withheld`` message, whatever produced it.
+    """
+    reason = ctx.guard.withheld(text)
+    if reason is not None:
+        log.warning("reply withheld", extra={"reason": reason})
+        text = ctx.pack.message("withheld")
     if not state.get("greeted"):
         text = f"{ctx.pack.spec.greeting}\n\n{text}"
     return {"reply": text, "greeted": True, "messages": [AIMessage(content=text)]}
@@ -55,6 +67,13 @@ def latest_customer_id(state: SupportState) -> str | None:
     return None
 
 
+def window_texts(state: SupportState) -> list[str]:
+    """Every customer and assistant message in the window: what this customer has seen."""
+    return [
+        str(m.content) for m in state.get("messages", []) if isinstance(m, HumanMessage | AIMessage)
+    ]
+
+
 def customer_texts(state: SupportState) -> list[str]:
     """The customer's messages of the current topic in the window, oldest first."""
     humans = [m for m in state.get("messages", []) if isinstance(m, HumanMessage)]
@@ -80,6 +99,31 @@ def model_messages(
         parts.append(extra)
     window = [m for m in state.get("messages", []) if isinstance(m, HumanMessage | AIMessage)]
     return [SystemMessage(content="\n\n".join(parts)), *window]
+
+
+def action_call(
+    state: SupportState, ctx: SupportContext, action: str, slots: dict[str, str]
+) -> ActionCall:
+    """What an action run gets: the slots, the session, and where to write and audit."""
+    session_id = str(state.get("session_id", ""))
+    return ActionCall(
+        pack=ctx.pack,
+        slots=slots,
+        session_id=session_id,
+        idempotency_key=f"{session_id}:{state.get('turn', 0)}:{action}",
+        requests=ctx.requests,
+        action=action,
+        audit=ctx.auditor,
+    )
+
+
+async def audit_intent(
+    state: SupportState, ctx: SupportContext, intent: str, outcome: Outcome, reason: Reason
+) -> None:
+    """Audit a decision about an intent's action taken outside it (a no, an unclear answer)."""
+    action = ctx.pack.intents[intent].action or ""
+    kind = ctx.pack.spec.actions[action].uses if action in ctx.pack.spec.actions else ""
+    await audit(action_call(state, ctx, action, {}), kind=kind, outcome=outcome, reason=reason)
 
 
 def free_text(text: str, values: Iterable[str]) -> str | None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from functools import cached_property, lru_cache
 from typing import Any
 
@@ -14,7 +16,8 @@ from langgraph.store.base import BaseStore
 from pydantic import BaseModel
 from typing_extensions import TypedDict
 
-from supportgraph.actions import REGISTRY, ActionType, RequestSink
+from supportgraph.actions import REGISTRY, ActionType, AuditSink, RequestSink
+from supportgraph.guard import Guard
 from supportgraph.llm import Models
 from supportgraph.local.intents import IntentClassifier
 from supportgraph.pack import Pack, load_pack
@@ -32,6 +35,8 @@ class SupportContext:
     low_confidence: float
     models: Models | None = None
     requests: RequestSink | None = None
+    audit: AuditSink | None = None
+    """Where action decisions are audited (default: the request sink, when it can)."""
     actions: Mapping[str, ActionType] = field(default_factory=lambda: dict(REGISTRY))
 
     @classmethod
@@ -51,6 +56,22 @@ class SupportContext:
             models=Models.from_settings(settings),
             requests=requests,
         )
+
+    @property
+    def auditor(self) -> AuditSink | None:
+        """The audit sink: ``audit``, else the request sink (the service's store audits too)."""
+        if self.audit is not None:
+            return self.audit
+        return self.requests if hasattr(self.requests, "audit_action") else None  # type: ignore[return-value]
+
+    @cached_property
+    def guard(self) -> Guard:
+        """The output guard of the pack (built once), knowing the nodes' prompts too."""
+        from nodes.classify import CLASSIFY_PROMPT
+        from nodes.collect import EXTRACT_PROMPT
+        from nodes.faq import ANSWER_PROMPT
+
+        return Guard.for_pack(self.pack, (CLASSIFY_PROMPT, EXTRACT_PROMPT, ANSWER_PROMPT))
 
     @cached_property
     def schemas(self) -> dict[str, type[BaseModel]]:
@@ -99,6 +120,11 @@ async def load_default_context() -> SupportContext:
     return await asyncio.to_thread(_default_context)
 
 
+def pseudonym(session_id: str) -> str:
+    """The session's name in audit entries (as ``checkpoints.store.pseudonym``)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()
+
+
 @lru_cache(maxsize=1)
 def _default_context() -> SupportContext:
     return SupportContext.from_settings(Settings())
@@ -122,3 +148,27 @@ class StoreRequestSink:
         value = {"id": request_id, "kind": kind, "data": data, "status": "open"}
         await self.store.aput(namespace, idempotency_key, value)
         return request_id
+
+    async def audit_action(
+        self,
+        *,
+        session_id: str,
+        action: str,
+        kind: str,
+        outcome: str,
+        reason: str,
+        record_ref: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Append an audit entry under the session's pseudonym."""
+        namespace = ("supportgraph", "audit", pseudonym(session_id))
+        entry = {
+            "action": action,
+            "kind": kind,
+            "outcome": outcome,
+            "reason": reason,
+            "record_ref": record_ref,
+            "request_id": request_id,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        await self.store.aput(namespace, secrets.token_hex(8), entry)

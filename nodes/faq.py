@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from langgraph.runtime import Runtime
 
 from graphs.state import SupportState
-from nodes.common import latest_customer_text, model_messages, say, step, tried, usage_of
+from nodes.common import (
+    action_call,
+    latest_customer_text,
+    model_messages,
+    say,
+    step,
+    tried,
+    usage_of,
+    window_texts,
+)
 from nodes.context import SupportContext, deps
+from supportgraph.actions import audit
 from supportgraph.llm import structured
 from supportgraph.retrieval import Hit
+
+log = logging.getLogger("supportgraph.faq")
 
 ANSWER_PROMPT = """You answer a customer's question using ONLY the help articles below.
 If they do not answer it, set answerable to false and leave the answer empty: never guess,
@@ -57,7 +70,18 @@ async def handle_faq(state: SupportState, runtime: Runtime[SupportContext]) -> d
 async def _answer(
     state: SupportState, ctx: SupportContext, hits: list[Hit], usage: dict[str, int]
 ) -> tuple[str, list[Hit]]:
-    """The answer text and the entries it used ('' when the FAQ has no answer)."""
+    """The answer text and the entries it used ('' when the FAQ has no answer).
+
+    The output guard checks in code what a model (or a poisoned article) wrote: an article
+    holding another customer's data, a secret or a prompt is neither sent to the model nor
+    shown, and a model's answer that holds one, or an identifier that neither the articles
+    nor the conversation contain, gives way to the best article's own text.
+    """
+    conversation = window_texts(state)
+    safe = [h for h in hits if _unsafe(ctx, h.entry.body, [h], conversation) is None]
+    if len(safe) < len(hits):
+        await _refused(state, ctx, "article")
+    hits = safe
     if not hits:
         return "", []
     if ctx.models is not None:
@@ -74,9 +98,24 @@ async def _answer(
             if not result.answerable or not result.answer.strip():
                 return "", []
             used = [h for h in hits if h.entry.id in set(result.used_ids)] or hits[:1]
-            return result.answer.strip(), used
+            reason = _unsafe(ctx, result.answer, hits, conversation)
+            if reason is None:
+                return result.answer.strip(), used
+            await _refused(state, ctx, reason)
     best = hits[0]
     return best.entry.body, [best]
+
+
+def _unsafe(ctx: SupportContext, text: str, hits: list[Hit], conversation: list[str]) -> str | None:
+    sources = [f"{h.entry.title}\n{h.entry.body}" for h in hits]
+    return ctx.guard.unsafe_answer(text, sources=sources, conversation=conversation)
+
+
+async def _refused(state: SupportState, ctx: SupportContext, reason: str) -> None:
+    """Log and audit a withheld answer (the reason names a check, never the text)."""
+    log.warning("faq answer withheld", extra={"reason": reason})
+    call = action_call(state, ctx, "faq_answer", {})
+    await audit(call, kind="reply", outcome="refused", reason="refused_by_policy")
 
 
 def _miss(state: SupportState, ctx: SupportContext, text: str) -> dict[str, Any]:

@@ -1,4 +1,9 @@
-"""``resolve``: run the intent's action with the slots; data-changing actions need a yes first."""
+"""``resolve``: run the intent's action with the slots; data-changing actions need a yes first.
+
+The yes is read in code: a pending action runs only when the customer's own message is an
+unambiguous yes by the pack's confirmation words, whatever the model made of it (a model
+talked into answering "yes" for the customer gets the question asked again).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,19 @@ from typing import Any
 from langgraph.runtime import Runtime
 
 from graphs.state import SupportState
-from nodes.common import AFTER, latest_customer_id, say, step, tried
+from nodes.common import (
+    AFTER,
+    action_call,
+    audit_intent,
+    latest_customer_id,
+    latest_customer_text,
+    say,
+    step,
+    tried,
+)
 from nodes.context import SupportContext, deps
-from supportgraph.actions import ActionCall, ActionResult
+from supportgraph.actions import ActionResult, audit
+from supportgraph.local import text as local_text
 
 log = logging.getLogger("supportgraph.resolve")
 
@@ -21,8 +36,9 @@ async def resolve(state: SupportState, runtime: Runtime[SupportContext]) -> dict
     update: dict[str, Any] = {"route": step(state, "resolve")}
     pending = state.get("pending_action")
     if pending is not None:
-        answer = state.get("confirmation", "none")
+        answer = _confirmation(state, ctx)
         if answer == "no":
+            await audit_intent(state, ctx, pending["intent"], "refused", "cancelled")
             reply = ctx.pack.message("cancelled")
             what = f"{pending['intent']}: cancelled by the customer"
             return {
@@ -35,6 +51,7 @@ async def resolve(state: SupportState, runtime: Runtime[SupportContext]) -> dict
                 "next_node": "end",
             }
         if answer != "yes":
+            await audit_intent(state, ctx, pending["intent"], "refused", "not_confirmed")
             reply = f"{pending['description']}\n{ctx.pack.message('confirm_unclear')}"
             return {
                 **update,
@@ -65,6 +82,20 @@ async def resolve(state: SupportState, runtime: Runtime[SupportContext]) -> dict
     return {**update, **_outcome(state, ctx, intent, result)}
 
 
+def _confirmation(state: SupportState, ctx: SupportContext) -> str:
+    """The customer's answer to the pending question: a yes only if their words say yes.
+
+    The model's reading may turn a yes into a no or "unclear" (the safe direction), never
+    the other way: "yes" needs the pack's own reading of the message to be yes too.
+    """
+    answer = state.get("confirmation", "none")
+    if answer != "yes":
+        return answer
+    conf = ctx.pack.spec.confirmation
+    said = local_text.confirmation(latest_customer_text(state), yes=conf.yes, no=conf.no)
+    return "yes" if said == "yes" else "none"
+
+
 async def _run(
     state: SupportState, ctx: SupportContext, intent: str, slots: dict[str, str], *, execute: bool
 ) -> ActionResult:
@@ -75,17 +106,15 @@ async def _run(
     named = ctx.pack.spec.actions[spec.action]
     kind = ctx.actions[named.uses]
     params = kind.params_model.model_validate(named.params)
-    call = ActionCall(
-        pack=ctx.pack,
-        slots=slots,
-        session_id=str(state.get("session_id", "")),
-        idempotency_key=f"{state.get('session_id', '')}:{state.get('turn', 0)}:{spec.action}",
-        requests=ctx.requests,
-    )
+    call = action_call(state, ctx, spec.action, slots)
     try:
         return await (kind.execute(params, call) if execute else kind.prepare(params, call))
     except Exception:  # noqa: BLE001 - an action failure must not fail the customer's turn
         log.exception("action failed", extra={"action": spec.action})
+        try:
+            await audit(call, kind=named.uses, outcome="failed", reason="error")
+        except Exception:  # noqa: BLE001 - the store may be what failed; the log has it
+            log.warning("could not audit a failed action", extra={"action": spec.action})
         return ActionResult("failed", ctx.pack.message("action_failed"))
 
 

@@ -8,11 +8,20 @@ Three declarative types cover a simple pack with no Python:
   an unknown record, so nobody can probe which keys exist);
 - ``create_request``: optionally verify like ``lookup_record``, state exactly what will
   happen, and after an explicit yes write a request durably (refunds, tickets).
+
+Authorization is code, not prompt: a record is shown only when the verification slots match
+THAT record, on every lookup (nothing about an earlier verification carries over), and
+``create_request`` verifies again when it runs. The ``resolve`` node runs ``execute`` only
+after the customer's own message says yes. Each decision is audited (:func:`audit`): the
+action, its outcome and reason, under the session's pseudonym, with the record named only by
+a keyed hash (:func:`record_ref`); never a slot value.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -20,6 +29,25 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from supportgraph.pack import Pack, PackFile
+
+log = logging.getLogger("supportgraph.actions")
+
+Outcome = Literal["taken", "refused", "pending", "failed"]
+"""What became of an action: done, refused, waiting for a yes, or failed on our side."""
+Reason = Literal[
+    "verified",
+    "verification_failed",
+    "not_found",
+    "ineligible",
+    "awaiting_confirmation",
+    "confirmed",
+    "not_confirmed",
+    "cancelled",
+    "abandoned",
+    "refused_by_policy",
+    "error",
+]
+"""Why: the record matched / did not / does not exist, the customer said yes / no / neither..."""
 
 
 class RequestSink(Protocol):
@@ -29,6 +57,24 @@ class RequestSink(Protocol):
         self, *, session_id: str, kind: str, data: dict[str, Any], idempotency_key: str
     ) -> str:
         """Store a request once per idempotency key and return its id."""
+        ...
+
+
+class AuditSink(Protocol):
+    """Where action decisions are recorded: the service's audit table."""
+
+    async def audit_action(
+        self,
+        *,
+        session_id: str,
+        action: str,
+        kind: str,
+        outcome: str,
+        reason: str,
+        record_ref: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Append one audit entry (no personal data: the record only as a keyed hash)."""
         ...
 
 
@@ -86,6 +132,11 @@ class LookupParams(_Params):
     data: str
     key: dict[str, str] = Field(min_length=1, description="record field -> slot")
     verify: dict[str, str] = Field(default_factory=dict, description="record field -> slot")
+    private: list[str] = Field(
+        default_factory=list,
+        description="Record fields that are personal data (a name, a tracking number): like the "
+        "key and verify fields, never shown except from a record verified in the conversation.",
+    )
     found: Template
     not_found: str
 
@@ -118,6 +169,52 @@ class ActionCall:
     session_id: str
     idempotency_key: str
     requests: RequestSink | None
+    action: str = ""
+    """The pack's name for the action (``lookup_order``), for the audit log."""
+    audit: AuditSink | None = None
+
+
+def record_ref(session_id: str, data: str, key: Mapping[str, str]) -> str:
+    """A record's name in the audit log: an HMAC of its data file and key, keyed by the session.
+
+    Entries of one session about one record share it; nobody can turn it back into an order
+    number without the session id, which the audit log does not keep (and a deleted session
+    no longer has).
+    """
+    text = data + "|" + "|".join(f"{f}={str(v).strip().casefold()}" for f, v in sorted(key.items()))
+    return hmac.new(session_id.encode(), text.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+async def audit(
+    call: ActionCall,
+    *,
+    kind: str,
+    outcome: Outcome,
+    reason: Reason,
+    ref: str | None = None,
+    request_id: str | None = None,
+) -> None:
+    """Log and store one decision about an action; a failed write raises (fail closed)."""
+    log.info(
+        "action audited",
+        extra={
+            "session_id": call.session_id,
+            "action": call.action,
+            "kind": kind,
+            "outcome": outcome,
+            "reason": reason,
+        },
+    )
+    if call.audit is not None:
+        await call.audit.audit_action(
+            session_id=call.session_id,
+            action=call.action,
+            kind=kind,
+            outcome=outcome,
+            reason=reason,
+            record_ref=ref,
+            request_id=request_id,
+        )
 
 
 class ActionType(Protocol):
@@ -141,18 +238,41 @@ def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.strip().casefold().encode(), b.strip().casefold().encode())
 
 
-def find_record(
-    pack: Pack, params: LookupParams, slots: Mapping[str, str]
-) -> dict[str, str] | None:
-    """The record whose key fields equal the slots and whose verify fields match, else None."""
+@dataclass(frozen=True)
+class Match:
+    """A lookup's result: the verified record, or why there is none."""
+
+    record: dict[str, str] | None
+    reason: Literal["verified", "verification_failed", "not_found"]
+
+
+def match_record(pack: Pack, params: LookupParams, slots: Mapping[str, str]) -> Match:
+    """The record whose key fields equal the slots, if its verify fields match them too.
+
+    Every verify slot must be given and equal the record's field: a key alone never reveals a
+    record, whatever was verified before.
+    """
     for record in pack.records(params.data):
         if all(_same(record.get(f, ""), slots.get(s, "")) for f, s in params.key.items()):
             verified = all(
                 slots.get(s) and _same(record.get(f, ""), slots[s])
                 for f, s in params.verify.items()
             )
-            return record if verified else None
-    return None
+            return Match(record, "verified") if verified else Match(None, "verification_failed")
+    return Match(None, "not_found")
+
+
+def find_record(
+    pack: Pack, params: LookupParams, slots: Mapping[str, str]
+) -> dict[str, str] | None:
+    """The record whose key fields equal the slots and whose verify fields match, else None."""
+    return match_record(pack, params, slots).record
+
+
+def _lookup_ref(call: ActionCall, params: LookupParams) -> str:
+    return record_ref(
+        call.session_id, params.data, {f: call.slots.get(s, "") for f, s in params.key.items()}
+    )
 
 
 class Reply:
@@ -179,10 +299,14 @@ class LookupRecord:
     params_model = LookupParams
 
     async def prepare(self, params: LookupParams, call: ActionCall) -> ActionResult:
-        """Look the record up and answer from the found / not_found template."""
-        record = find_record(call.pack, params, call.slots)
-        if record is None:
+        """Look the record up and answer from the found / not_found template (audited first)."""
+        match = match_record(call.pack, params, call.slots)
+        ref = _lookup_ref(call, params)
+        if match.record is None:
+            await audit(call, kind=self.name, outcome="refused", reason=match.reason, ref=ref)
             return ActionResult("not_found", render(params.not_found, call.slots))
+        await audit(call, kind=self.name, outcome="taken", reason="verified", ref=ref)
+        record = match.record
         return ActionResult("done", render(params.found, call.slots, record), {"record": record})
 
     async def execute(self, params: LookupParams, call: ActionCall) -> ActionResult:
@@ -197,35 +321,45 @@ class CreateRequest:
     changes_data = True
     params_model = RequestParams
 
-    def _verify(
+    async def _verify(
         self, params: RequestParams, call: ActionCall
-    ) -> tuple[ActionResult | None, dict[str, str]]:
+    ) -> tuple[ActionResult | None, dict[str, str], str | None]:
+        """The refusal (audited) or the verified record, and the record's audit name."""
         if params.lookup is None:
-            return None, {}
+            return None, {}, None
         lookup = LookupParams.model_validate(call.pack.spec.actions[params.lookup].params)
-        record = find_record(call.pack, lookup, call.slots)
-        if record is None:
-            return ActionResult("not_found", render(lookup.not_found, call.slots)), {}
+        match = match_record(call.pack, lookup, call.slots)
+        ref = _lookup_ref(call, lookup)
+        if match.record is None:
+            await audit(call, kind=self.name, outcome="refused", reason=match.reason, ref=ref)
+            return ActionResult("not_found", render(lookup.not_found, call.slots)), {}, ref
+        record = match.record
         eligible = params.eligible
         if eligible and record.get(eligible.field, "").lower() not in {
             v.lower() for v in eligible.allowed
         }:
-            return ActionResult("ineligible", render(params.ineligible, call.slots, record)), record
-        return None, record
+            await audit(call, kind=self.name, outcome="refused", reason="ineligible", ref=ref)
+            refused = ActionResult("ineligible", render(params.ineligible, call.slots, record))
+            return refused, record, ref
+        return None, record, ref
 
     async def prepare(self, params: RequestParams, call: ActionCall) -> ActionResult:
         """Verify and state exactly what will be done; the graph then asks for a yes."""
-        refused, record = self._verify(params, call)
+        refused, record, ref = await self._verify(params, call)
         if refused is not None:
             return refused
+        await audit(
+            call, kind=self.name, outcome="pending", reason="awaiting_confirmation", ref=ref
+        )
         return ActionResult("confirm", render(params.confirm, call.slots, record))
 
     async def execute(self, params: RequestParams, call: ActionCall) -> ActionResult:
         """Verify again (the data may have changed) and write the request once."""
-        refused, record = self._verify(params, call)
+        refused, record, ref = await self._verify(params, call)
         if refused is not None:
             return refused
         if call.requests is None:
+            await audit(call, kind=self.name, outcome="failed", reason="error", ref=ref)
             return ActionResult("failed", call.pack.message("action_failed"))
         names = params.fields if params.fields is not None else list(call.slots)
         data = {name: call.slots.get(name, "") for name in names}
@@ -234,6 +368,14 @@ class CreateRequest:
             kind=params.kind,
             data=data,
             idempotency_key=call.idempotency_key,
+        )
+        await audit(
+            call,
+            kind=self.name,
+            outcome="taken",
+            reason="confirmed",
+            ref=ref,
+            request_id=request_id,
         )
         values = {**call.slots, "request_id": request_id}
         return ActionResult("done", render(params.done, values, record), {"request_id": request_id})

@@ -58,6 +58,10 @@ DEFAULT_MESSAGES: dict[str, str] = {
         "Something went wrong on our side while doing that. Nothing was changed. "
         "Please try again in a moment, or ask for a person."
     ),
+    "withheld": (
+        "Sorry, I can't share that. I can help with your own orders once you've given their "
+        "details, or answer questions about our policies. You can also ask for a person."
+    ),
 }
 
 DEFAULT_NEGATIVE_WORDS = (
@@ -234,6 +238,10 @@ class PackFile(_Model):
     human_examples: list[str] = Field(default_factory=lambda: list(DEFAULT_HUMAN_EXAMPLES))
     messages: dict[str, str] = Field(default_factory=dict)
     system_prompt: str = ""
+    secrets: list[str] = Field(
+        default_factory=list,
+        description="Texts no reply may ever contain (internal codes, canaries); see guard.py.",
+    )
 
 
 class FaqEntry(_Model):

@@ -294,7 +294,8 @@ async def test_a_failing_store_fails_the_action_not_the_turn(
     async with open_persistence(database_url=None, sqlite_path=tmp_path / "gone.sqlite") as p:
         closed = p.store
     ctx = dataclasses.replace(make_ctx("store"), requests=closed)
-    pending = await pending_refund(run, state, ctx)
+    # Preparing audits (fail closed) too: the plan is stated while the store still works.
+    pending = await pending_refund(run, state, make_ctx("store"))
     out = await run(resolve, confirmed(state, pending, "yes"), ctx)
     assert out["reply"] == ctx.pack.message("action_failed")
     assert out["failures"] == 1

@@ -1,0 +1,166 @@
+"""The output guard: what a customer may never read, checked in code whatever a model wrote.
+
+Defences live in code, not in prompts: a model can be talked into anything. So:
+
+- every reply passes :meth:`Guard.withheld`: the pack's declared ``secrets`` and the text of
+  the prompts (the pack's system prompt and the nodes' instructions) never go out;
+- a free-text FAQ answer also passes :meth:`Guard.unsafe_answer`: each identifier in it (an
+  email, or a code or number of six characters or more with a digit) must come from the
+  articles it was given or from the conversation, and record data tied to one customer (an
+  email, a name, a tracking or order number, an address...) may appear only where the
+  conversation already has it: the customer typed it, or a verified lookup showed it.
+
+Text is compared as lower-case words (``\\w+`` runs joined by one space), so changes of case,
+punctuation or spacing do not hide a value.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from supportgraph.pack import DEFAULT_MESSAGES, Pack
+
+SHINGLE = 8
+"""Words in a row of a prompt that count as quoting it."""
+MIN_PRIVATE = 4
+"""Shortest record value (letters and digits) the guard looks for; shorter ones are noise."""
+MIN_IDENTIFIER = 6
+
+_WORDS = re.compile(r"\w+")
+_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+_CODE = re.compile(r"(?<![\w-])[\w-]*\d[\w-]*(?![\w-])")
+
+
+def words(text: str) -> str:
+    """The text as lower-case words joined by single spaces (with a space at each end)."""
+    return " " + " ".join(_WORDS.findall(text.casefold())) + " "
+
+
+def identifiers(text: str) -> list[str]:
+    """Emails, and codes or numbers with a digit of six characters or more."""
+    found = [m.group(0) for m in _EMAIL.finditer(text)]
+    rest = _EMAIL.sub(" ", text)
+    found += [
+        m.group(0).strip("-_")
+        for m in _CODE.finditer(rest)
+        if len(m.group(0).strip("-_")) >= MIN_IDENTIFIER
+    ]
+    return found
+
+
+@dataclass(frozen=True)
+class Guard:
+    """The checks of one pack, built once from its prompts, secrets and records."""
+
+    secrets: tuple[str, ...]
+    """The pack's secrets, as words."""
+    shingles: frozenset[str]
+    """Every run of :data:`SHINGLE` words of the prompts that no public pack text contains."""
+    private: tuple[str, ...]
+    """Record values tied to a single customer, as words."""
+
+    @classmethod
+    def for_pack(cls, pack: Pack, prompts: Iterable[str] = ()) -> Guard:
+        """The guard for ``pack``; ``prompts`` are the nodes' own instructions to the model."""
+        public = words(" \n ".join(_public_texts(pack)))
+        shingles: set[str] = set()
+        for prompt in (pack.spec.system_prompt, *prompts):
+            tokens = words(prompt).split()
+            size = min(SHINGLE, len(tokens))
+            for i in range(len(tokens) - size + 1):
+                run = " " + " ".join(tokens[i : i + size]) + " "
+                if size >= 4 and run not in public:
+                    shingles.add(run)
+        secrets = tuple(w for s in pack.spec.secrets if (w := words(s)).strip())
+        private = _private_values(pack, public)
+        return cls(secrets=secrets, shingles=frozenset(shingles), private=private)
+
+    def withheld(self, text: str) -> str | None:
+        """Why ``text`` must never reach a customer (``secret`` / ``prompt``), or None."""
+        folded = words(text)
+        if any(secret in folded for secret in self.secrets):
+            return "secret"
+        if any(run in folded for run in self.shingles):
+            return "prompt"
+        return None
+
+    def unsafe_answer(
+        self, answer: str, *, sources: Sequence[str], conversation: Sequence[str]
+    ) -> str | None:
+        """Why a free-text answer must not go out, or None.
+
+        ``sources`` are the articles the answer was written from; ``conversation`` the
+        customer's and the assistant's messages this conversation has (what this customer
+        already typed or was shown after verification).
+        """
+        reason = self.withheld(answer)
+        if reason is not None:
+            return reason
+        known = words(" \n ".join(conversation))
+        grounded = words(" \n ".join([*sources, *conversation]))
+        for value in identifiers(answer):
+            if words(value) not in grounded:
+                return "ungrounded_identifier"
+        folded = words(answer)
+        for value in self.private:
+            if value in folded and value not in known:
+                return "record_data"
+        return None
+
+
+def _private_values(pack: Pack, public: str) -> tuple[str, ...]:
+    """Values of the lookup data files that belong to exactly one customer.
+
+    A customer is who the verification fields name (the email of an order), or the record's
+    key when an action verifies nothing. A status, a carrier or a product many customers
+    bought is shared and stays public, and so is a value the pack's own public texts show
+    (a product an article describes). The key and verify fields (order number, email) and
+    the action's ``private`` fields (a name, a tracking number) are private whatever an
+    article says: an article naming them is a leak, not a source.
+    """
+    owners: dict[str, set[tuple[str, ...]]] = {}
+    forced: set[str] = set()
+    for action in pack.spec.actions.values():
+        if action.uses != "lookup_record" or not isinstance(action.params.get("data"), str):
+            continue
+        key = list(_fields(action.params.get("key")))
+        verify = list(_fields(action.params.get("verify")))
+        always = {*key, *verify, *(action.params.get("private") or [])}
+        for record in pack.records(action.params["data"]):
+            who = tuple(record.get(f, "").strip().casefold() for f in (verify or key))
+            for name, value in record.items():
+                folded = words(value)
+                if len(folded.replace(" ", "")) >= MIN_PRIVATE:
+                    owners.setdefault(folded, set()).add(who)
+                    if name in always:
+                        forced.add(folded)
+    return tuple(
+        sorted(v for v, who in owners.items() if len(who) == 1 and (v in forced or v not in public))
+    )
+
+
+def _fields(mapping: Any) -> Iterable[str]:
+    return mapping.keys() if isinstance(mapping, dict) else ()
+
+
+def _public_texts(pack: Pack) -> list[str]:
+    """What the pack shows customers anyway: a prompt quoting it gives nothing away."""
+    spec = pack.spec
+    texts = [spec.greeting, *DEFAULT_MESSAGES.values(), *spec.messages.values()]
+    texts += [t for s in spec.slots.values() for t in (s.prompt, s.invalid)]
+    texts += [t for e in pack.faq for t in (e.title, e.body, *e.questions)]
+    texts += [t for a in spec.actions.values() for t in _strings(a.params)]
+    return texts
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
