@@ -22,6 +22,7 @@ from langchain_core.messages import AIMessage
 
 from checkpoints import unavailable_as_domain_error
 from checkpoints.store import MessageRow, SessionRow
+from supportgraph.pii import redact_secrets
 from supportgraph.service import SupportService
 
 AFTER_ESCALATION = "escalate_human"
@@ -181,7 +182,12 @@ class HandoffService:
         return await self.support.require(session_id)
 
     async def reply(self, session_id: str, *, agent: str, text: str) -> MessageRow:
-        """Answer the customer as ``agent`` (claiming an unclaimed conversation)."""
+        """Answer the customer as ``agent`` (claiming an unclaimed conversation).
+
+        A card number or secret in the text is masked, as in customers' messages: it would
+        otherwise be stored and, after a hand-back, sent to the model.
+        """
+        text = redact_secrets(text).text
         await self.claim(session_id, agent=agent)
         async with self._locked(session_id):
             row = await self.support.require(session_id)
@@ -208,7 +214,8 @@ class HandoffService:
         return message
 
     async def note(self, session_id: str, *, agent: str, text: str) -> dict[str, Any]:
-        """Add an internal note: agents see it, the customer never does."""
+        """Add an internal note: agents see it, the customer never does (secrets masked)."""
+        text = redact_secrets(text).text
         await self.support.require(session_id)
         note_id = await self.store.add_note(session_id, author=agent, content=text)
         await self.store.touch_session(session_id)

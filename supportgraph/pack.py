@@ -62,6 +62,11 @@ DEFAULT_MESSAGES: dict[str, str] = {
         "Sorry, I can't share that. I can help with your own orders once you've given their "
         "details, or answer questions about our policies. You can also ask for a person."
     ),
+    # {what}: "the card number", "the card number and the password"...
+    "redacted": (
+        "For your safety I removed {what} from your message before saving it. We never need "
+        "details like that here, so please don't send them in this chat."
+    ),
 }
 
 DEFAULT_NEGATIVE_WORDS = (

@@ -24,6 +24,7 @@ from checkpoints.retention import retention_for
 from checkpoints.store import MessageRow, SessionRow
 from nodes.context import SupportContext
 from supportgraph.events import EventHub
+from supportgraph.pii import describe, redact_secrets, slots_for_log, with_note
 
 log = logging.getLogger("supportgraph.service")
 
@@ -135,7 +136,14 @@ class SupportService:
         return row
 
     async def turn(self, session_id: str, message: str) -> TurnResult:
-        """Run one customer turn: store the message, run the graph, store the reply."""
+        """Run one customer turn: store the message, run the graph, store the reply.
+
+        Card numbers and other secrets in the message are masked first, so the transcript,
+        the events, the checkpoints and the model only ever see the masked text; the reply
+        then tells the customer what was removed and why.
+        """
+        redaction = redact_secrets(message)
+        message = redaction.text
         await self.require(session_id)
         async with self._turn_lock(session_id):
             before = await self.require(session_id)
@@ -155,6 +163,10 @@ class SupportService:
                     durability=self.durability,  # type: ignore[arg-type]
                 )
             reply = str(out.get("reply") or "")
+            if redaction.changed:
+                pack = self.context.pack
+                note = pack.message("redacted", what=describe(redaction.kinds))
+                reply = with_note(reply, note, greeting=pack.spec.greeting)
             if reply:
                 reply_id = await self.store.append_message(
                     session_id, role="assistant", content=reply
@@ -183,6 +195,8 @@ class SupportService:
                 "status": status,
                 "route": out.get("route"),
                 "llm_calls": usage.get("llm_calls", 0),
+                "slots": slots_for_log(out.get("slots") or {}, self.context.pack.spec.slots),
+                "redacted": list(redaction.kinds),
             },
         )
         return TurnResult(

@@ -26,6 +26,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from checkpoints import Store
 from checkpoints.store import OutboxItem, OutboxRow
+from supportgraph.pii import redact_data
 from supportgraph.settings import Settings
 
 log = logging.getLogger("supportgraph.webhooks")
@@ -105,7 +106,8 @@ class WebhookConfig:
             "type": f"conversation.{event}",
             "created_at": now.isoformat(),
             "session_id": session_id,
-            "data": data,
+            # Leaves this system: no card number or pasted secret, whatever produced the data.
+            "data": redact_data(data),
         }
         return [
             OutboxItem(
