@@ -42,6 +42,11 @@ DEFAULT_THRESHOLD = 0.3
 EMBEDDING_WEIGHT = 2.0
 #: Sharpness of the softmax that turns SVM margins into confidences.
 TEMPERATURE = 3.0
+#: A message the lexical model alone classifies at least this confidently is not embedded
+#: (the embedding is most of a query's CPU). Measured on the published test sets at 0.6: the
+#: embedding is skipped for 66% of Banking77 and 58% of CLINC150 queries; accuracy 93.83% on
+#: Banking77 (unchanged) and 96.04% against 96.11% on CLINC150 (bench/intents.py, README).
+CASCADE_CONFIDENCE = 0.6
 #: Worth of one out-of-scope query caught, against one in-scope query answered right.
 OOS_WEIGHT = 0.25
 #: Share of rightly classified held-out examples any calibrated threshold turns away at least.
@@ -245,10 +250,11 @@ class IntentClassifier:
         self._vectorizer = _vectorizer()
         lexical = self._vectorizer.fit_transform(texts)
         features = self._join(lexical, texts, remember=True)
-        self._model = LinearSVC(C=1.0, class_weight="balanced", random_state=0).fit(
-            features, labels
-        )
+        self._model = _svm().fit(features, labels)
         self._classes = [str(c) for c in self._model.classes_]
+        # The cheap first stage: the same SVM on the lexical features alone. The embedding
+        # (most of a query's CPU) is computed only for messages it is unsure of.
+        self._lexical = _svm().fit(lexical, labels) if self._embedder is not None else None
 
     @property
     def intents(self) -> list[str]:
@@ -292,14 +298,16 @@ class IntentClassifier:
         return np.stack(best)
 
     def _score(self, cleaned: list[str]) -> np.ndarray:
-        features = self._join(self._vectorizer.transform(cleaned), cleaned)
-        margins = self._model.decision_function(features)
-        if margins.ndim == 1:  # two intents: one margin, for the second class
-            margins = np.column_stack([-margins, margins])
-        # The SVM boundary (margin 0) competes as an unnamed "none of these" option, so a
-        # query every intent rejects gets a low confidence even when one rejects it less.
-        with_none = np.column_stack([margins, np.zeros(len(margins))])
-        confidences = _softmax(TEMPERATURE * with_none)[:, :-1]
+        lexical = self._vectorizer.transform(cleaned)
+        if self._lexical is None:
+            confidences = _confidences(self._model.decision_function(lexical))
+        else:
+            confidences = _confidences(self._lexical.decision_function(lexical))
+            unsure = np.flatnonzero(confidences.max(axis=1) < CASCADE_CONFIDENCE)
+            if len(unsure):
+                texts = [cleaned[i] for i in unsure]
+                features = self._join(lexical[unsure], texts)
+                confidences[unsure] = _confidences(self._model.decision_function(features))
         confidences[[not _has_content(t) for t in cleaned]] = 0.0
         return confidences
 
@@ -419,6 +427,20 @@ def _vectorizer() -> FeatureUnion:
             ("chars", TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True)),
         ]
     )
+
+
+def _svm() -> LinearSVC:
+    return LinearSVC(C=1.0, class_weight="balanced", random_state=0)
+
+
+def _confidences(margins: np.ndarray) -> np.ndarray:
+    """SVM margins as confidences in [0, 1], one row per query, one column per intent."""
+    if margins.ndim == 1:  # two intents: one margin, for the second class
+        margins = np.column_stack([-margins, margins])
+    # The SVM boundary (margin 0) competes as an unnamed "none of these" option, so a query
+    # every intent rejects gets a low confidence even when one rejects it less.
+    with_none = np.column_stack([margins, np.zeros(len(margins))])
+    return _softmax(TEMPERATURE * with_none)[:, :-1]
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
