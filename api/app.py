@@ -9,11 +9,13 @@ from datetime import timedelta
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from api.agent_auth import AgentTokens
 from api.auth import SessionTokens
 from api.errors import error_response, install_error_handlers
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
+from api.ratelimit import AGENT_LIMITS, CUSTOMER_LIMITS, RATE_LIMITED_RESPONSE, install_rate_limits
 from api.routes import admin, agent, health, pages, sessions, stream, support
 from checkpoints import open_persistence
 from graphs.support import build_graph
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 chunk_delay=settings.stream_chunk_delay,
                 keep_checkpoints=settings.keep_checkpoints,
                 busy_policy=settings.busy_policy,
+                max_turns=settings.max_turns_per_session,
             )
             app.state.handoff = HandoffService(app.state.service)
             app.state.persistence = persistence
@@ -91,11 +94,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.agent_tokens = AgentTokens.from_settings(settings)
     install_error_handlers(app)
     app.add_exception_handler(SessionBusy, _session_busy)  # type: ignore[arg-type]
-    app.include_router(support.router)
-    app.include_router(stream.router)
-    app.include_router(sessions.router)
-    app.include_router(agent.router)
-    app.include_router(admin.router)
+    install_rate_limits(app, settings)
+    # Customer and agent routes are rate limited (api/ratelimit.py); health and pages are not.
+    for router in (support.router, stream.router, sessions.router, admin.router):
+        app.include_router(router, dependencies=CUSTOMER_LIMITS, responses=RATE_LIMITED_RESPONSE)
+    app.include_router(agent.router, dependencies=AGENT_LIMITS, responses=RATE_LIMITED_RESPONSE)
     app.include_router(health.router)
     pages.install(app)
     if settings.cors_origins:
@@ -111,13 +114,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 "X-API-Key",
                 "X-Customer-ID",
             ],
-            expose_headers=["X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+            ],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(
         SecurityHeadersMiddleware, frame_ancestors=settings.frame_ancestors, hsts=settings.hsts
     )
     app.add_middleware(RequestIdMiddleware)
+    if settings.trusted_proxies:
+        # Outermost: every layer (logs, rate limits) sees the client the proxy names.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app
 
 

@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from checkpoints import StoreUnavailable
-from supportgraph.service import SessionNotFound
+from supportgraph.service import SessionNotFound, TurnLimitReached
 
 log = logging.getLogger("supportgraph.api")
 
@@ -90,6 +90,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SessionNotFound)
     async def _not_found(_: Request, exc: SessionNotFound) -> JSONResponse:
         return error_response(404, "session not found")
+
+    @app.exception_handler(TurnLimitReached)
+    async def _turn_limit(_: Request, exc: TurnLimitReached) -> JSONResponse:
+        # 409, not 429: waiting does not help, the session is full for good (no Retry-After).
+        return error_response(
+            409, str(exc), code="turn_limit_reached", details={"max_turns": exc.limit}
+        )
 
     @app.exception_handler(StoreUnavailable)
     async def _unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:

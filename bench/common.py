@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from dotenv import dotenv_values
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 DEFAULT_PG = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SECRET = "bench-secret-of-at-least-32-bytes-for-hs256"
+LOAD_PROFILE = REPO / "bench" / "load.env"
 console = Console(width=None if sys.stdout.isatty() else 170)
 
 QUESTIONS = (
@@ -126,9 +128,20 @@ class Server:
         return pids[-1]
 
 
+def load_profile() -> dict[str, str]:
+    """The load profile (``bench/load.env``): the environment that lifts the abuse limits."""
+    return {k: v for k, v in dotenv_values(LOAD_PROFILE).items() if v is not None}
+
+
+def load_profile_settings() -> dict[str, str]:
+    """The load profile as ``Settings`` keyword arguments, for an app run in-process."""
+    return {k.removeprefix("SUPPORTGRAPH_").lower(): v for k, v in load_profile().items()}
+
+
 def base_env(**extra: str) -> dict[str, str]:
-    """The bench's environment: no developer settings, quiet logs, loopback only."""
+    """The bench's environment: no developer settings, the load profile, quiet logs, loopback."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SUPPORTGRAPH_", "OPENAI_"))}
+    env.update(load_profile())
     env.update(
         SUPPORTGRAPH_SECRET_KEY=SECRET,
         SUPPORTGRAPH_LOG_LEVEL="WARNING",

@@ -52,6 +52,14 @@ def serve(
             "to a PostgreSQL database for several.[/red]"
         )
         raise typer.Exit(2)
+    if workers > 1 and settings.rate_limit_enabled and not settings.shared_rate_limits:
+        err.print(
+            "[red]Rate limits in memory are per process: with several workers each would allow"
+            " the whole limit. Set SUPPORTGRAPH_RATE_LIMIT_STORAGE=redis://HOST:6379/0 for"
+            " limits the workers share (or SUPPORTGRAPH_RATE_LIMIT_ENABLED=false when a proxy"
+            " in front limits requests).[/red]"
+        )
+        raise typer.Exit(2)
     mode = "local offline mode" if settings.offline else f"model {settings.model}"
     db = "PostgreSQL" if settings.database_url else f"SQLite {settings.sqlite_path}"
     err.print(f"supportgraph: pack {settings.pack_path}, {db}, {mode}")
@@ -62,6 +70,9 @@ def serve(
         port=port or settings.port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        # X-Forwarded-For is believed only from SUPPORTGRAPH_TRUSTED_PROXIES (the app applies
+        # it), never from uvicorn's default of 127.0.0.1.
+        proxy_headers=False,
         # Live event streams never end on their own: give them a few seconds, then stop.
         timeout_graceful_shutdown=5,
     )
@@ -85,7 +96,7 @@ async def _chat(settings: Settings, session: str | None) -> None:
     from graphs.support import build_graph
     from nodes.context import SupportContext
     from supportgraph.events import EventHub
-    from supportgraph.service import SessionNotFound, SupportService
+    from supportgraph.service import SessionNotFound, SupportService, TurnLimitReached
     from supportgraph.webhooks import WebhookConfig
 
     async with open_persistence(
@@ -100,6 +111,7 @@ async def _chat(settings: Settings, session: str | None) -> None:
             durability=settings.durability,
             events=events,
             keep_checkpoints=settings.keep_checkpoints,
+            max_turns=settings.max_turns_per_session,
         )
         if session is None:
             session = await service.new_session()
@@ -122,7 +134,11 @@ async def _chat(settings: Settings, session: str | None) -> None:
             line = line.strip()
             if not line:
                 continue
-            result = await service.turn(session, line[:4000])
+            try:
+                result = await service.turn(session, line[: settings.max_message_chars])
+            except TurnLimitReached as exc:
+                err.print(f"[yellow]{exc}[/yellow]")
+                break
             meta = f"{result.intent} · {result.status} · {' → '.join(result.route)}"
             if result.citations:
                 meta += " · cites " + ", ".join(c["id"] for c in result.citations)

@@ -3,6 +3,11 @@
 A call that fails after the client's retries (HTTP 5xx, 429, timeout, malformed output) is
 logged and returns ``None``; the node then uses the local mode for that turn. Every call is
 counted with its tokens in the turn's usage.
+
+Each turn has a model budget (calls and tokens, from the settings, carried by the model
+object): once it is spent, :func:`structured` makes no further call in that turn and the
+nodes answer from the local mode, so no conversation can make a turn arbitrarily expensive.
+Every call also caps its output tokens (``max_tokens``).
 """
 
 from __future__ import annotations
@@ -27,6 +32,26 @@ def empty_usage() -> dict[str, int]:
     return {"llm_calls": 0, "input_tokens": 0, "output_tokens": 0, "degraded": 0}
 
 
+class BudgetedChatOpenAI(ChatOpenAI):
+    """``ChatOpenAI`` carrying the per-turn model budget that :func:`structured` enforces."""
+
+    max_calls_per_turn: int | None = None
+    """Model calls one turn may make (``None``: no limit)."""
+    max_tokens_per_turn: int | None = None
+    """Input plus output tokens one turn may spend before its next call (``None``: no limit)."""
+
+
+def over_budget(model: ChatOpenAI, usage: dict[str, int]) -> str | None:
+    """Which of the turn's budgets ``usage`` has spent for ``model`` (``None``: neither)."""
+    calls = getattr(model, "max_calls_per_turn", None)
+    if calls is not None and usage["llm_calls"] >= calls:
+        return "calls"
+    tokens = getattr(model, "max_tokens_per_turn", None)
+    if tokens is not None and usage["input_tokens"] + usage["output_tokens"] >= tokens:
+        return "tokens"
+    return None
+
+
 @dataclass
 class Models:
     """The chat models used per node (they may be the same model)."""
@@ -43,13 +68,16 @@ class Models:
             return None
 
         def make(name: str | None) -> ChatOpenAI:
-            return ChatOpenAI(
+            return BudgetedChatOpenAI(
                 model=name or settings.model,
                 api_key=settings.openai_api_key,
                 base_url=settings.openai_base_url,
                 timeout=settings.llm_timeout,
                 max_retries=settings.llm_max_retries,
                 temperature=settings.llm_temperature,
+                max_tokens=settings.llm_max_tokens,
+                max_calls_per_turn=settings.llm_max_calls_per_turn,
+                max_tokens_per_turn=settings.llm_max_tokens_per_turn,
             )
 
         return cls(
@@ -69,7 +97,19 @@ async def structured(
     purpose: str,
     method: str = "function_calling",
 ) -> M | None:
-    """Ask ``model`` for a ``schema`` object; count the call; ``None`` on any failure."""
+    """Ask ``model`` for a ``schema`` object; count the call; ``None`` on any failure.
+
+    Past the turn's budget nothing is sent: the step counts as degraded and returns ``None``,
+    so the node answers from the local mode.
+    """
+    spent = over_budget(model, usage)
+    if spent is not None:
+        usage["degraded"] += 1
+        log.warning(
+            "model budget of the turn spent; using local mode",
+            extra={"purpose": purpose, "budget": spent, "llm_calls": usage["llm_calls"]},
+        )
+        return None
     usage["llm_calls"] += 1
     runnable = model.with_structured_output(schema, method=method, include_raw=True)
     try:

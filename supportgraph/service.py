@@ -41,6 +41,19 @@ class SessionBusy(RuntimeError):
         self.retry_after = retry_after
 
 
+class TurnLimitReached(RuntimeError):
+    """The session has taken its lifetime number of customer messages (abuse bound)."""
+
+    def __init__(self, session_id: str, *, limit: int, escalated: bool) -> None:
+        after = "; the support team has it and will still answer here" if escalated else ""
+        super().__init__(
+            f"this conversation has reached its limit of {limit} messages: please start a new"
+            f" conversation{after}"
+        )
+        self.session_id = session_id
+        self.limit = limit
+
+
 @dataclass(frozen=True)
 class TurnResult:
     """What a turn produced, for the API and the CLI."""
@@ -106,6 +119,7 @@ class SupportService:
         chunk_delay: float = 0.0,
         keep_checkpoints: int = 0,
         busy_policy: Literal["enqueue", "reject"] = "enqueue",
+        max_turns: int | None = None,
     ) -> None:
         self.graph = graph
         self.context = context
@@ -113,6 +127,7 @@ class SupportService:
         self.durability = durability
         self.keep_checkpoints = keep_checkpoints
         self.busy_policy = busy_policy
+        self.max_turns = max_turns
         self.retention = retention_for(store)
         self.events = events or EventHub(store)
         self.chunk_delay = chunk_delay
@@ -147,6 +162,11 @@ class SupportService:
         await self.require(session_id)
         async with self._turn_lock(session_id):
             before = await self.require(session_id)
+            if self.max_turns is not None and before.turns >= self.max_turns:
+                # Checked under the session lock, so concurrent posts cannot overshoot it.
+                raise TurnLimitReached(
+                    session_id, limit=self.max_turns, escalated=before.status == "escalated"
+                )
             message_id = await self.store.append_message(
                 session_id, role="customer", content=message
             )
@@ -296,7 +316,7 @@ class SupportService:
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         error = None if task.cancelled() else task.exception()
-        if error is not None and not isinstance(error, SessionBusy):
+        if error is not None and not isinstance(error, SessionBusy | TurnLimitReached):
             log.error("background turn failed", exc_info=error)
 
     async def aclose(self, timeout: float = 30.0) -> None:

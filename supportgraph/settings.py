@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from limits import parse_many
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -114,6 +116,53 @@ class Settings(BaseSettings):
     )
     session_token_ttl_days: int = Field(default=30, ge=1)
 
+    # Abuse limits: production defaults; bench/load.env lifts them for benchmarks and load tests
+    rate_limit_enabled: bool = Field(
+        default=True, description="Answer 429 with Retry-After past the rate limits below."
+    )
+    rate_limit_client: str = Field(
+        default="60/minute;1000/hour",
+        description="Requests to customer endpoints per client: its IP address, or a server"
+        " key's X-Customer-ID.",
+    )
+    rate_limit_session: str = Field(
+        default="20/minute;300/hour", description="Messages to one session (chat posts)."
+    )
+    rate_limit_new_sessions: str = Field(
+        default="10/minute;100/hour", description="New sessions per client."
+    )
+    rate_limit_agent: str = Field(
+        default="600/minute", description="Requests to agent endpoints per client IP address."
+    )
+    rate_limit_storage: str = Field(
+        default="memory://",
+        description="memory:// (one process) or redis://host:port/db (shared by every worker"
+        " and replica).",
+    )
+    rate_limit_key_prefix: str = Field(
+        default="supportgraph", pattern=r"^[A-Za-z0-9_.:-]{1,64}$", description="Redis key prefix."
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks of reverse proxies whose X-Forwarded-For names the"
+        " client; none by default (the header is ignored).",
+    )
+    max_message_chars: int = Field(
+        default=4000, ge=1, le=4000, description="Longest customer message (the API's bound)."
+    )
+    max_turns_per_session: int = Field(
+        default=1000, ge=1, description="Customer messages one session accepts in its life."
+    )
+    llm_max_tokens: int = Field(default=1024, ge=1, description="Output tokens per model call.")
+    llm_max_calls_per_turn: int = Field(
+        default=4, ge=0, description="Model calls per turn; past it the local mode answers."
+    )
+    llm_max_tokens_per_turn: int = Field(
+        default=32_000,
+        ge=1,
+        description="Model tokens (input and output) per turn; past it no further call is made.",
+    )
+
     # Human hand-off: agents, a company's backend, live updates, webhooks
     agent_jwt_secret: SecretStr | None = Field(
         default=None,
@@ -168,6 +217,41 @@ class Settings(BaseSettings):
                     f"{origin!r} is not an origin: give scheme://host[:port], no wildcard or path"
                 )
         return [origin.rstrip("/") for origin in value]
+
+    @field_validator(
+        "rate_limit_client", "rate_limit_session", "rate_limit_new_sessions", "rate_limit_agent"
+    )
+    @classmethod
+    def _rate_limits(cls, value: str) -> str:
+        try:
+            parse_many(value)
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a rate limit: give e.g. '60/minute;1000/hour'"
+            ) from exc
+        return value
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _limit_storage(cls, value: str) -> str:
+        if not value.startswith(("memory://", "redis://", "rediss://")):
+            raise ValueError(f"{value!r}: use memory:// or redis://host:port/db")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return value
+
+    @property
+    def shared_rate_limits(self) -> bool:
+        """Whether the rate-limit counters are shared by processes (Redis), not per process."""
+        return not self.rate_limit_storage.startswith("memory://")
 
     @field_validator("database_url")
     @classmethod

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.common import load_profile
 from tests.conftest import STORE_PACK
 from tests.utils.db import fresh_schema
 from tests.utils.orders import order
@@ -52,7 +53,10 @@ async def test_two_workers_on_postgres_keep_every_concurrent_message(tmp_path: P
     """Turns of one session are serialised across worker processes: nothing is lost."""
     with (
         fresh_schema() as url,
-        serving(tmp_path, free_port(), "--workers", "2", SUPPORTGRAPH_DATABASE_URL=url) as base,
+        # 21 quick messages to one session is a load: the documented profile lifts the limits.
+        serving(
+            tmp_path, free_port(), "--workers", "2", SUPPORTGRAPH_DATABASE_URL=url, **load_profile()
+        ) as base,
     ):
         async with httpx.AsyncClient(base_url=base, timeout=60) as client:
             first = (await client.post("/api/support/chat", json={"message": "hello"})).json()

@@ -18,6 +18,7 @@ import httpx
 import pytest
 import respx
 
+from bench.common import load_profile, load_profile_settings
 from graphs.state import MAX_WINDOW
 from tests.conftest import stub_llm_settings
 from tests.utils.chat import Customer, app_of
@@ -32,7 +33,9 @@ POSTS = 50
 @contextmanager
 def server(backend: str, tmp_path: Path, *, workers: int, policy: str) -> Iterator[str]:
     """``supportgraph serve`` on SQLite (one worker) or on a fresh PostgreSQL schema."""
+    # A load test: the documented load profile lifts the rate limits and the turn cap.
     env = {"SUPPORTGRAPH_BUSY_POLICY": policy, "SUPPORTGRAPH_LOG_LEVEL": "WARNING"}
+    env |= load_profile()
     args = ("--workers", str(workers))
     if backend == "sqlite":
         with serving(tmp_path, free_port(), *args, **env) as url:
@@ -231,7 +234,8 @@ async def test_model_context_stays_bounded_as_a_thread_grows(
     filler = " I have been a customer for years and I appreciate your help with this." * 5
     with respx.mock(assert_all_mocked=True) as mock:
         mock.post(COMPLETIONS).mock(side_effect=model)
-        async with app_factory(**sqlite_backend, **stub_llm_settings()) as client:
+        profile = load_profile_settings()  # 30 quick turns in one session is a load
+        async with app_factory(**sqlite_backend, **stub_llm_settings(), **profile) as client:
             customer = Customer(client)
             usage = []
             for i in range(turns):

@@ -21,7 +21,7 @@ from api.schemas import ChatRequest, ChatResponse
 from checkpoints import StoreUnavailable
 from supportgraph.events import customer_view
 from supportgraph.logs import session_id_var
-from supportgraph.service import SessionBusy, TurnResult
+from supportgraph.service import SessionBusy, TurnLimitReached, TurnResult
 
 router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESPONSES)
 
@@ -100,6 +100,8 @@ async def chat_stream(
                 "session_busy",
                 "a message of this session is being answered; send this one after it",
             )
+        except TurnLimitReached as exc:
+            yield _error("turn_limit_reached", str(exc))
 
     return EventSourceResponse(stream(), ping=service.events.heartbeat)
 

@@ -12,7 +12,16 @@ from supportgraph.logs import session_id_var
 router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESPONSES)
 
 
-@router.post("/chat", response_model=ChatResponse)
+@router.post(
+    "/chat",
+    response_model=ChatResponse,
+    responses={
+        409: {
+            "description": "A turn of the session runs (busy policy reject: session_busy, with"
+            " Retry-After), or the session has taken its most messages (turn_limit_reached)"
+        }
+    },
+)
 async def chat(
     body: ChatRequest, service: ServiceDep, tokens: TokensDep, token_session: TokenSession
 ) -> ChatResponse:
