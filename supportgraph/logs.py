@@ -82,7 +82,8 @@ class RedactingFilter(logging.Filter):
         """Rewrite the record in place; never drops it."""
         if getattr(record, "_sg_redacted", False):
             return True
-        record.msg = mask_for_log(str(record.msg))
+        # With arguments, msg is a %-format template: mask it, but leave "%05d" alone.
+        record.msg = mask_for_log(str(record.msg), urls=not record.args)
         if isinstance(record.args, Mapping):
             record.args = redact(record.args)
         elif record.args:

@@ -426,16 +426,19 @@ def redact_secrets(text: str) -> Redaction:
     return Redaction(masked, kinds)
 
 
-def mask_for_log(text: str, *, regions: Iterable[str] = PHONE_REGIONS, opaque: bool = False) -> str:
+def mask_for_log(
+    text: str, *, regions: Iterable[str] = PHONE_REGIONS, opaque: bool = False, urls: bool = True
+) -> str:
     """``text`` fit for a log line: secrets, card numbers, emails and phone numbers masked.
 
     ``opaque`` also masks unknown high-entropy strings; off by default, since logs carry
     random-looking ids (sessions in paths) that operators need, and the customer's own words
-    reach a log only after :func:`redact_secrets` ran on them.
+    reach a log only after :func:`redact_secrets` ran on them. ``urls`` decodes percent-escapes
+    first (off for a ``%``-format template, where ``%05d`` is no escape).
     """
     if not text:
         return text
-    if _PERCENT_ESCAPE.search(text):
+    if urls and _PERCENT_ESCAPE.search(text):
         # A URL in an access line: "%40" would hide an email, "%20" split a card number.
         text = unquote(text)
     # Secrets first, contacts in what is left: "postgresql://user:pw@host" must lose the

@@ -150,3 +150,14 @@ def test_a_real_server_logs_no_personal_data(tmp_path: Path) -> None:
     assert access, f"no access line for the session in:\n{output}"
     local, domain = delivered["email"].split("@")
     assert f"email={local[0]}***@{domain}&phone=[phone …34]" in access[0]
+
+
+def test_format_templates_survive_the_filter(json_logs: io.StringIO) -> None:
+    """ "%05d" looks like a URL escape; the template must still format its arguments."""
+    logging.getLogger("supportgraph.test").info("%05d items for %s", 42, EMAIL)
+    logging.getLogger("supportgraph.test").info(
+        "%(who)s paid %(card)s", {"who": EMAIL, "card": CARD}
+    )
+    first, second = json_lines(json_logs)
+    assert first["msg"] == "00042 items for c***@example.org"
+    assert second["msg"] == "c***@example.org paid [card XXXX-XXXX-XXXX-1111]"
