@@ -18,6 +18,7 @@ value. A card mask's last digits follow a dash so that slot patterns looking for
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -28,7 +29,7 @@ from urllib.parse import unquote
 
 import phonenumbers
 from stdnum import iban as stdnum_iban
-from stdnum import luhn
+from stdnum import luhn, numdb
 from stdnum.us import ssn as stdnum_ssn
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ PHONE_REGIONS: tuple[str, ...] = ("US", "CA", "GB", "AU", "NZ", "IE", "DE", "FR"
 international ``+CC`` number is recognised whatever the region)."""
 
 REDACTED = "[redacted]"
+MAX_PHONE_CHECKS = 20
+"""Phone-like runs of one text checked against numbering plans; any more are masked unchecked."""
 
 SECRET_LABELS: dict[str, str] = {
     "card": "the card number",
@@ -103,15 +106,16 @@ _BRANDS: tuple[tuple[tuple[tuple[int, int], ...], range], ...] = (
 
 def is_card_number(digits: str) -> bool:
     """Whether ``digits`` (digits only) is a plausible payment card number: network and Luhn."""
-    if not digits.isdigit() or not 12 <= len(digits) <= 19 or not luhn.is_valid(digits):
+    if not digits.isdigit() or not 12 <= len(digits) <= 19:
         return False
+    # The network first: it is cheap, and rules out most runs before the Luhn sum.
     for ranges, lengths in _BRANDS:
         if len(digits) not in lengths:
             continue
         for low, high in ranges:
             width = len(str(low))
             if low <= int(digits[:width]) <= high:
-                return True
+                return luhn.is_valid(digits)
     return False
 
 
@@ -126,6 +130,9 @@ def _cards(text: str) -> list[Finding]:
         groups = [(m.start() + run.start(), m.end() + run.start()) for m in _GROUP.finditer(run[0])]
         i = 0
         while i < len(groups):
+            if text[groups[i][0]] not in "23456":
+                i += 1  # no card network starts with another digit
+                continue
             # The longest card starting at group i: "order 1042 4111 1111 1111 1111" still
             # finds the card inside a longer run of groups.
             best = None
@@ -167,6 +174,17 @@ def _cvvs(text: str, cards: list[Finding]) -> list[Finding]:
 
 # --- other secrets -------------------------------------------------------------------------
 
+_IBAN_REGISTRY = numdb.get("iban")
+
+
+@functools.cache
+def iban_length(country: str) -> int | None:
+    """The length of an IBAN of ``country`` (ISO 3166 code), from the SWIFT registry."""
+    props = _IBAN_REGISTRY.info(country.upper())[0][1]
+    bban = props.get("bban")
+    return 4 + sum(int(n) for n in re.findall(r"(\d+)!", bban)) if bban else None
+
+
 _IBAN_START = re.compile(r"(?i)(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?=[ ]?[A-Z0-9])")
 _IBAN_CHAR = re.compile(r"[ ]?([A-Za-z0-9])")
 
@@ -174,23 +192,26 @@ _IBAN_CHAR = re.compile(r"[ ]?([A-Za-z0-9])")
 def _ibans(text: str) -> list[Finding]:
     found: list[Finding] = []
     for start in _IBAN_START.finditer(text):
-        # Characters after the country and check digits, spaces allowed between them; the
-        # longest prefix that validates is the IBAN (a word typed after it is not part of it).
+        # Exactly the country's IBAN length, spaces allowed between the characters (so a word
+        # typed after it is not taken for a part of it).
+        length = iban_length(start[0][:2])
+        if length is None:
+            continue
         chars: list[tuple[str, int]] = [(c, start.start() + k) for k, c in enumerate(start[0])]
         pos = start.end()
-        while len(chars) < 34:
+        while len(chars) < length:
             more = _IBAN_CHAR.match(text, pos)
             if not more:
                 break
             chars.append((more[1], more.end(1) - 1))
             pos = more.end()
-        for length in range(len(chars), 14, -1):
-            compact = "".join(c for c, _ in chars[:length]).upper()
-            end = chars[length - 1][1] + 1
-            if (end == len(text) or not text[end].isalnum()) and stdnum_iban.is_valid(compact):
-                mask = f"[IBAN {compact[:2]}XX-XXXX-{compact[-4:]}]"
-                found.append(Finding("iban", start.start(), end, mask))
-                break
+        if len(chars) < length:
+            continue
+        compact = "".join(c for c, _ in chars).upper()
+        end = chars[-1][1] + 1
+        if (end == len(text) or not text[end].isalnum()) and stdnum_iban.is_valid(compact):
+            mask = f"[IBAN {compact[:2]}XX-XXXX-{compact[-4:]}]"
+            found.append(Finding("iban", start.start(), end, mask))
     return found
 
 
@@ -374,10 +395,15 @@ def _phones(text: str, regions: Iterable[str]) -> list[Finding]:
     # order numbers, prices, tracking numbers and dates stay readable.
     found: list[Finding] = []
     regions = tuple(regions)
+    checked = 0
     for m in _PHONE_CANDIDATE.finditer(text):
         raw = m[0]
         digits = sum(c.isdigit() for c in raw)
-        if 7 <= digits <= 15 and not _DATE.search(raw) and _phone_valid(raw, regions):
+        if not 7 <= digits <= 15 or _DATE.search(raw):
+            continue
+        # A line full of digit runs is masked without asking the numbering plans each time.
+        checked += 1
+        if checked > MAX_PHONE_CHECKS or _phone_valid(raw, regions):
             found.append(Finding("phone", m.start(), m.end(), _phone_mask(raw)))
     # Whatever follows "phone", "call me on"...: a local number no numbering plan confirms.
     found += [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from stdnum import luhn
 
@@ -318,3 +320,26 @@ def test_redact_data_walks_json() -> None:
             "tried": ["pw is [redacted]"],
         }
     }
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        " ".join("4" for _ in range(2000)),
+        "GB82 " * 800,
+        "(614) 555-0134 " * 260,
+        "4111 1111 1111 1111 " * 200,
+        "password: x " * 330,
+        "a@" * 2000,
+        "7" * 4000,
+    ],
+    ids=["digits", "iban-starts", "phones", "cards", "passwords", "ats", "one-run"],
+)
+def test_a_hostile_4000_character_message_is_masked_in_bounded_time(text: str) -> None:
+    """Every customer message goes through this: no input may make it take seconds."""
+    text = text[:4000]
+    started = time.perf_counter()
+    redact_secrets(text)
+    mask_for_log(text)
+    # Under 0.1 s each on a busy 2-core machine; the bound leaves room for a loaded CI box.
+    assert time.perf_counter() - started < 2.0
