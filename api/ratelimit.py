@@ -116,8 +116,11 @@ class RateLimits:
             for item in limit.items:
                 try:
                     allowed = await self.limiter.hit(item, limit.scope, key)
-                except Exception:  # noqa: BLE001 - a storage outage must not fail requests
-                    log.error("rate-limit storage failed; request not counted", exc_info=True)
+                except Exception as exc:  # noqa: BLE001 - an outage must not fail requests
+                    log.error(
+                        "rate-limit storage failed; request not counted",
+                        extra={"error": type(exc).__name__, "detail": str(exc)[:200]},
+                    )
                     return
                 if not allowed:
                     raise RateLimitExceeded(
@@ -209,7 +212,9 @@ async def limit_customer(request: Request) -> None:
             checks.append((limits.new_sessions, client))
         elif chat and isinstance(session_id, str):
             if client.startswith("key:") or _session_owner(request, session_id):
-                checks.append((limits.session, session_id))
+                # Keyed by a digest: the shared storage never holds a usable session id.
+                digest = hashlib.sha256(session_id.encode()).hexdigest()[:32]
+                checks.append((limits.session, digest))
         await limits.enforce(checks)
     message = body.get("message")
     if isinstance(message, str) and len(message) > limits.max_message_chars:
