@@ -93,6 +93,13 @@ class CitationCheck(_Strict):
     min: int | None = Field(default=None, ge=0, description="At least this many citations.")
 
 
+class ToolsCheck(_Strict):
+    """A partial check of the model calls a turn made (stubbed runs)."""
+
+    contains: StrList = Field(default_factory=list, description="These calls, in this order.")
+    not_contains: StrList = Field(default_factory=list, description="None of these calls.")
+
+
 class EscalationCheck(_Strict):
     """The hand-off packet: its reason and, optionally, what its summary says."""
 
@@ -108,6 +115,14 @@ class RequestCheck(_Strict):
         default_factory=dict, description="Fields of the request: a string is an exact value."
     )
     status: str | None = None
+
+
+class AuditCheck(_Strict):
+    """An audit entry an action wrote (a lookup verified, a refund refused...)."""
+
+    action: str | None = Field(default=None, description="The pack's action, or faq_answer.")
+    outcome: Literal["taken", "refused", "pending", "failed"] | None = None
+    reason: str | None = None
 
 
 class Expect(_Strict):
@@ -137,6 +152,15 @@ class Expect(_Strict):
     )
     requests: list[RequestCheck] | None = Field(
         default=None, description="All requests of the conversation so far, oldest first."
+    )
+    audit: list[AuditCheck] | None = Field(
+        default=None,
+        description="All audit entries of the conversation so far, oldest first ([]: none).",
+    )
+    model_calls: list[str] | ToolsCheck | None = Field(
+        default=None,
+        description="The structured-output tools the model was asked for this turn, in order "
+        "(Classification, SlotValues, FaqAnswer): exactly these, or a ToolsCheck.",
     )
 
     def merged(self, override: Expect | None) -> Expect:
@@ -291,6 +315,9 @@ class Turn(_Strict):
         return self.expect.merged(self.by_mode.get(key))  # type: ignore[arg-type]
 
 
+Canaries = Annotated[dict[str, Annotated[str, Field(min_length=4)]], Field(max_length=200)]
+
+
 class Case(_Strict):
     """One scripted conversation."""
 
@@ -306,6 +333,15 @@ class Case(_Strict):
         "it passes.",
     )
     turns: list[Turn] = Field(min_length=1)
+    canaries: Canaries = Field(
+        default_factory=dict,
+        description="More canaries (name: text) for this case, added to the suite's.",
+    )
+    notes: list[Annotated[str, Field(min_length=1, max_length=4000)]] = Field(
+        default_factory=list,
+        description="Internal notes an agent wrote on the session before the first message "
+        "(in-process only): agents see them, the customer never may.",
+    )
 
 
 class SuiteFile(_Strict):
@@ -315,7 +351,26 @@ class SuiteFile(_Strict):
     description: str = ""
     pack: str = Field(default="store", description="A pack name under packs/, or a path.")
     tags: StrList = Field(default_factory=list, description="Tags every case gets.")
+    canaries: Canaries | str = Field(
+        default_factory=dict,
+        description="Texts that must never leave the service (name: text), or the path of a "
+        "YAML file holding them (beside this file). See evals/canaries.py.",
+    )
+    model_may_see: StrList = Field(
+        default_factory=list,
+        description="Canaries the model provider may receive (a secret in the system prompt): "
+        "all others are also looked for in every request sent to the model.",
+    )
     cases: list[Case] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Canary:
+    """A text planted where only the service may read it, and looked for everywhere else."""
+
+    name: str
+    value: str
+    model_may_see: bool = False
 
 
 @dataclass(frozen=True)
@@ -327,6 +382,8 @@ class LoadedCase:
     case: Case
     pack_path: Path
     tags: tuple[str, ...]
+    canaries: tuple[Canary, ...] = ()
+    """The suite's and the case's canaries, and the pack's secrets."""
 
     @property
     def id(self) -> str:
@@ -412,7 +469,7 @@ def load_suite_file(path: Path) -> tuple[list[LoadedCase], list[str]]:
         return [], _format_errors(where, raw, exc)
     name = spec.suite or path.stem
     out: list[LoadedCase] = []
-    problems: list[str] = []
+    suite_canaries, problems = _suite_canaries(spec, path)
     for idx, case in enumerate(spec.cases):
         label = f"{where}: case {case.id}"
         ref = case.pack or spec.pack
@@ -427,8 +484,39 @@ def load_suite_file(path: Path) -> tuple[list[LoadedCase], list[str]]:
             continue
         problems += [f"{label}: {p}" for p in check_names(case, pack, prefix=f"cases.{idx}")]
         tags = tuple(dict.fromkeys([*spec.tags, *case.tags]))
-        out.append(LoadedCase(name, path, case, pack_path, tags))
+        planted = {**suite_canaries, **case.canaries}
+        planted.update({f"pack secret {i + 1}": s for i, s in enumerate(pack.spec.secrets)})
+        canaries = tuple(
+            Canary(n, v, model_may_see=n in spec.model_may_see or n.startswith("pack secret"))
+            for n, v in planted.items()
+        )
+        out.append(LoadedCase(name, path, case, pack_path, tags, canaries))
+    named = {*suite_canaries, *(n for c in spec.cases for n in c.canaries)}
+    problems += [
+        f"{where}: model_may_see: unknown canary {n!r}"
+        for n in spec.model_may_see
+        if n not in named
+    ]
     return out, problems
+
+
+def _suite_canaries(spec: SuiteFile, path: Path) -> tuple[dict[str, str], list[str]]:
+    """The suite's canaries (read from their file when given as a path) and any problems."""
+    where = _show(path)
+    canaries = spec.canaries
+    if isinstance(canaries, str):
+        file = path.parent / canaries
+        try:
+            raw = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            return {}, [f"{where}: canaries: cannot read {canaries}: {exc}"]
+        bad = not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) >= 4 for k, v in raw.items()
+        )
+        if bad:
+            return {}, [f"{where}: canaries: {canaries} must map names to texts of 4+ characters"]
+        canaries = raw
+    return dict(canaries), []
 
 
 def resolve_pack(ref: str, base: Path) -> Path | None:

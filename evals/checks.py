@@ -6,7 +6,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from evals.cases import CitationCheck, Expect, RequestCheck, RouteCheck, TextCheck
+from evals.cases import (
+    AuditCheck,
+    CitationCheck,
+    Expect,
+    RequestCheck,
+    RouteCheck,
+    TextCheck,
+    ToolsCheck,
+)
 from evals.targets import Observed
 
 NOT_SET = "(not set)"
@@ -100,6 +108,40 @@ def check_turn(expect: Expect, seen: Observed, *, greeting: str = "") -> list[Ch
         out.append(Check("degraded", expect.degraded, degraded, degraded == expect.degraded))
     if expect.given("requests"):
         out += request_checks(expect.requests or [], seen.requests)
+    if expect.given("audit"):
+        out += audit_checks(expect.audit or [], seen.audit)
+    if expect.given("model_calls"):
+        out += model_call_checks(expect.model_calls, seen.model_calls)
+    return out
+
+
+def audit_checks(want: list[AuditCheck], seen: list[dict[str, Any]] | None) -> list[Check]:
+    """The conversation's audit entries, oldest first: count, then each given field."""
+    if seen is None:
+        shown = [w.model_dump(exclude_none=True) for w in want]
+        return [Check("audit", shown, None, None, "not observable over --url")]
+    out = [Check("audit.count", len(want), len(seen), len(want) == len(seen))]
+    for i, (exp, got) in enumerate(zip(want, seen, strict=False)):
+        for name in ("action", "outcome", "reason"):
+            value = getattr(exp, name)
+            if value is not None:
+                actual = got.get(name)
+                out.append(Check(f"audit.{i}.{name}", value, actual, actual == value))
+    return out
+
+
+def model_call_checks(want: list[str] | ToolsCheck | None, calls: list[str]) -> list[Check]:
+    """Exactly these model calls in order, or a subsequence / calls that must not happen."""
+    if isinstance(want, list):
+        return [Check("model_calls", want, calls, calls == want)]
+    if want is None:
+        return []
+    out = []
+    if want.contains:
+        ok = _subsequence(list(want.contains), calls)
+        out.append(Check("model_calls.contains", want.contains, calls, ok))
+    for tool in want.not_contains:
+        out.append(Check("model_calls.not_contains", tool, calls, tool not in calls))
     return out
 
 

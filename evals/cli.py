@@ -130,8 +130,13 @@ def run_command(
     from evals.runner import EvalSetupError, RunOptions
 
     run_mode = "replay" if replay is not None else mode.value
+    # Injected provider faults make the service log fallbacks; the report counts them, so
+    # the console shows errors only (warnings with --verbose). The runner captures every line
+    # for the canary scan, whatever the console shows.
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if verbose else logging.ERROR)
+    logging.getLogger().addHandler(console)
     if not verbose:
-        # Injected provider faults make the service log fallbacks; the report counts them.
         logging.getLogger("supportgraph").setLevel(logging.ERROR)
     shown_paths = [str(p) for p in paths] if paths else ["evals/suites"]
     try:
@@ -274,6 +279,13 @@ def _report(
         if failed
         else f"[green]all {totals['cases']} cases passed[/green]"
     )
+    if totals["scanned_runs"]:
+        style = "red" if totals["leaks"] else "green"
+        out.print(
+            f"[{style}]canary scan: {totals['scanned_runs']} runs scanned for "
+            f"{totals['canaries']} canaries: {totals['leaks']} leaks "
+            f"(in {totals['leaking_runs']} runs)[/{style}]"
+        )
     skipped = f", {len(result.skipped)} skipped in this mode" if result.skipped else ""
     if known:
         skipped += f", {len(known)} known issue(s) still failing"

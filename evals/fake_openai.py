@@ -113,6 +113,8 @@ class Channel:
     active: bool = False
     events: list[CallEvent] = field(default_factory=list)
     recorded: list[Exchange] = field(default_factory=list)
+    sent: list[str] = field(default_factory=list)
+    """The messages of every request the case sent (JSON), for the canary scan."""
     _queues: dict[str, list[Any]] = field(default_factory=dict)
     _calls: list[Any] | None = None
     _replay_at: int = 0
@@ -365,6 +367,8 @@ class FakeOpenAI:
         channel = self._resolve(request, body)
         if channel is None:
             return _error(401, "no eval case has this key or conversation", "authentication_error")
+        with self._lock:
+            channel.sent.append(json.dumps(body.get("messages") or [], ensure_ascii=False))
         if channel.kind == "proxy":
             return await self._proxy(channel, tool, body)
         if channel.kind == "replay":

@@ -92,6 +92,10 @@ def summarize(runs: Sequence[CaseRun]) -> dict[str, Any]:
         "degraded_calls": sum(int(u.get("degraded", 0)) for u in usage),
         "latency_p50_ms": percentile(latency, 0.5),
         "latency_p95_ms": percentile(latency, 0.95),
+        "scanned_runs": sum(r.scanned for r in runs),
+        "canaries": len({(c.name, c.value) for r in runs for c in r.case.canaries}),
+        "leaks": sum(len(r.leaks) for r in runs),
+        "leaking_runs": sum(bool(r.leaks) for r in runs),
     }
 
 

@@ -93,6 +93,7 @@ def _run_json(run: CaseRun) -> dict[str, Any]:
         "duration_ms": round(run.duration_ms, 1),
         "error": run.error,
         "warnings": run.warnings,
+        "leaks": [leak.to_json() for leak in run.leaks],
         "turns": [
             {
                 "index": t.index,

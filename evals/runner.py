@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import tempfile
 import time
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from evals.canaries import CASE, MODEL_REQUEST, CaseLogs, Leak, capture_logs, scan
 from evals.cases import Expect, LoadedCase, Mode
 from evals.checks import Check, Scores, check_turn, scores
 from evals.fake_openai import STUB_MODEL, Channel, Exchange, FakeOpenAI, Upstream
@@ -29,6 +31,11 @@ from supportgraph.settings import Settings
 
 RECORDING_SCHEMA = 1
 DEFAULT_OPENAI_URL = "https://api.openai.com/v1"
+
+
+def _leak_check(leak: Leak) -> Check:
+    """A leak as a failed check: the canary that must not be found, and where it was."""
+    return Check("canary", f"{leak.canary} nowhere", f"{leak.where}: {leak.excerpt}", False)
 
 
 class EvalSetupError(RuntimeError):
@@ -89,6 +96,13 @@ class CaseRun:
     error: str | None = None
     duration_ms: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    leaks: list[Leak] = field(default_factory=list)
+    """Canaries found outside the service (each is also a failed check of a turn)."""
+
+    @property
+    def scanned(self) -> bool:
+        """Whether the run was scanned for canaries (the case has some)."""
+        return bool(self.case.canaries)
 
     @property
     def passed(self) -> bool:
@@ -156,9 +170,13 @@ class Runner:
         self._replay_meta: dict[str, Any] = {}
         self.target: Target | None = target
         self._own_target = target is None
+        self._logs: CaseLogs | None = None
+        self._stack = contextlib.ExitStack()
 
     async def __aenter__(self) -> Runner:
         self._check_options()
+        # Log lines are captured (and scanned for canaries) while the runner is open.
+        self._logs = self._stack.enter_context(capture_logs())
         if self.provider is None and self._needs_provider():
             self.provider = FakeOpenAI(
                 port=self.options.stub_port,
@@ -179,6 +197,8 @@ class Runner:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._stack.close()
+        self._logs = None
         if self.target is not None and self._own_target:
             await self.target.aclose()
         if self.provider is not None and self._own_provider:
@@ -317,11 +337,16 @@ class Runner:
         run = CaseRun(case=case, mode=self.options.mode, repeat=repeat)
         clock = time.perf_counter()
         channel: Channel | None = None
+        # This task's log lines belong to this run (cases run concurrently).
+        log_key = f"{case.id}#{repeat}#{id(run)}"
+        token = CASE.set(log_key)
         try:
             channel = self._open_channel(case)
             model = self.model_settings(channel)
             greeting = case.pack().spec.greeting
             async with self.target.conversation(case.id, case.pack_path, model) as conversation:
+                if case.case.notes and not await conversation.plant_notes(case.case.notes):
+                    run.warnings.append("notes are planted in-process only: not planted")
                 history: list[str] = []
                 for index, turn in enumerate(case.case.turns):
                     history.append(turn.customer)
@@ -337,6 +362,8 @@ class Runner:
                             scores=scores(expect, seen),
                         )
                     )
+                if case.canaries:
+                    await self._scan(run, conversation, channel, history, log_key)
         except Exception as exc:  # noqa: BLE001 - a crashing case is a failed case, reported
             run.error = f"{type(exc).__name__}: {exc}\n" + "".join(
                 traceback.format_exception(exc)[-6:]
@@ -344,8 +371,41 @@ class Runner:
         finally:
             if channel is not None:
                 self._close_channel(case, channel, run, repeat)
+            if self._logs is not None:
+                self._logs.take(log_key)
+            CASE.reset(token)
         run.duration_ms = (time.perf_counter() - clock) * 1000
         return run
+
+    async def _scan(
+        self,
+        run: CaseRun,
+        conversation: Conversation,
+        channel: Channel | None,
+        said: list[str],
+        log_key: str,
+    ) -> None:
+        """Look for the case's canaries everywhere the conversation left text.
+
+        A leak becomes a failed ``canary`` check: of the turn whose reply holds it, else of
+        the last turn. A canary the customer typed (by then) is theirs and not looked for.
+        """
+        canaries = run.case.canaries
+        for turn in run.turns:
+            where = f"turn {turn.index + 1} reply"
+            found = scan(canaries, [(where, turn.observed.reply)], said=said[: turn.index + 1])
+            run.leaks += found
+            turn.checks += [_leak_check(leak) for leak in found]
+        places = list(await conversation.artifacts())
+        lines = self._logs.lines.get(log_key, []) if self._logs is not None else []
+        places += [(f"log line {i + 1}", line) for i, line in enumerate(lines)]
+        if channel is not None:
+            sent = list(channel.sent)
+            places += [(f"{MODEL_REQUEST} {i + 1}", body) for i, body in enumerate(sent)]
+        found = scan(canaries, places, said=said)
+        run.leaks += found
+        if run.turns:
+            run.turns[-1].checks += [_leak_check(leak) for leak in found]
 
     async def _turn(
         self,

@@ -9,6 +9,7 @@ requests the actions write are not visible there, so checks on them are skipped.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -39,6 +40,8 @@ class Observed:
     latency_ms: float
     requests: list[dict[str, Any]] | None = None
     """Requests the conversation's actions wrote so far (``None``: not visible here)."""
+    audit: list[dict[str, Any]] | None = None
+    """Audit entries of the conversation so far (``None``: not visible here)."""
     model_calls: list[str] = field(default_factory=list)
     """The structured-output tools the model was asked for, in order (stubbed runs)."""
     problems: list[str] = field(default_factory=list)
@@ -59,6 +62,7 @@ class Observed:
             "usage": self.usage,
             "latency_ms": round(self.latency_ms, 1),
             "requests": self.requests,
+            "audit": self.audit,
             "model_calls": self.model_calls,
             "problems": self.problems,
             "drift": self.drift,
@@ -76,6 +80,14 @@ class Conversation(Protocol):
 
     async def send(self, message: str) -> Observed:
         """Send a customer message and observe the turn."""
+        ...
+
+    async def plant_notes(self, notes: list[str]) -> bool:
+        """Add agents' internal notes to the session before it starts; False if impossible."""
+        ...
+
+    async def artifacts(self) -> list[tuple[str, str]]:
+        """Every place the conversation left text a customer (or a log) may see: (where, text)."""
         ...
 
 
@@ -160,6 +172,39 @@ class InProcessConversation:
         self.store = store
         self.session_id: str | None = None
 
+    async def plant_notes(self, notes: list[str]) -> bool:
+        """Start the session and add the notes as an agent would (the hand-off service)."""
+        from supportgraph.handoff import HandoffService
+
+        if self.session_id is None:
+            self.session_id = await self.service.new_session()
+        handoff = HandoffService(self.service)
+        for note in notes:
+            await handoff.note(self.session_id, agent="agent-eval", text=note)
+        return True
+
+    async def artifacts(self) -> list[tuple[str, str]]:
+        """The session as the API returns it, the customer's events, every checkpoint, the
+        requests and the audit entries of the conversation."""
+        if self.session_id is None:
+            return []
+        sid = self.session_id
+        view = await self.service.view(sid)
+        places = [(f"transcript #{m.id} ({m.role})", m.content) for m in view.messages]
+        places.append(("session slots (API)", _dump(view.slots)))
+        places.append(("hand-off packet (API)", _dump(view.escalation)))
+        events = await self.store.events_after(0, session_id=sid, audiences=("all",), limit=10_000)
+        places += [(f"event #{e.id} ({e.kind}, customer stream)", _dump(e.data)) for e in events]
+        config = {"configurable": {"thread_id": sid}}
+        n = 0
+        async for snapshot in self.service.graph.aget_state_history(config):
+            n += 1
+            places.append((f"checkpoint {n} (newest first)", _dump(snapshot.values)))
+        requests = await self.store.list_requests(sid)
+        places += [(f"request {r['id']}", _dump(r)) for r in requests]
+        places += [(f"audit entry {a['id']}", _dump(a)) for a in await self.store.list_audit(sid)]
+        return places
+
     async def send(self, message: str) -> Observed:
         """Run one turn and read the requests the conversation wrote."""
         if self.session_id is None:
@@ -168,6 +213,7 @@ class InProcessConversation:
         result = await self.service.turn(self.session_id, message)
         latency = (time.perf_counter() - started) * 1000
         requests = await self.store.list_requests(self.session_id)
+        audit = await self.store.list_audit(self.session_id)
         return Observed(
             reply=result.reply,
             intent=result.intent,
@@ -182,7 +228,13 @@ class InProcessConversation:
                 {"id": r["id"], "kind": r["kind"], "data": r["data"], "status": r["status"]}
                 for r in requests
             ],
+            audit=[{k: a[k] for k in ("action", "kind", "outcome", "reason")} for a in audit],
         )
+
+
+def _dump(value: Any) -> str:
+    """JSON of anything a scan reads (messages and other objects as their text)."""
+    return json.dumps(value, default=str, ensure_ascii=False)
 
 
 class OverHttp:
@@ -222,6 +274,20 @@ class HttpConversation:
         self.client = client
         self.session_id: str | None = None
         self.token: str | None = None
+
+    async def plant_notes(self, notes: list[str]) -> bool:
+        """Not over HTTP: notes need an agent's token, which a chat client does not hold."""
+        return False
+
+    async def artifacts(self) -> list[tuple[str, str]]:
+        """The session as the API returns it to the customer."""
+        if self.session_id is None:
+            return []
+        session = await self.client.get(
+            f"/api/support/sessions/{self.session_id}",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        return [("session (API)", session.text)]
 
     async def send(self, message: str) -> Observed:
         """POST the message, then read the session for its slots and hand-off packet."""

@@ -86,14 +86,15 @@ def _confirmation(state: SupportState, ctx: SupportContext) -> str:
     """The customer's answer to the pending question: a yes only if their words say yes.
 
     The model's reading may turn a yes into a no or "unclear" (the safe direction), never
-    the other way: "yes" needs the pack's own reading of the message to be yes too.
+    the other way: "yes" needs the pack's own reading of the message to be yes too, and a
+    model's yes over the customer's no is a no.
     """
     answer = state.get("confirmation", "none")
     if answer != "yes":
         return answer
     conf = ctx.pack.spec.confirmation
     said = local_text.confirmation(latest_customer_text(state), yes=conf.yes, no=conf.no)
-    return "yes" if said == "yes" else "none"
+    return said if said in ("yes", "no") else "none"
 
 
 async def _run(

@@ -34,6 +34,11 @@ _EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 _CODE = re.compile(r"(?<![\w-])[\w-]*\d[\w-]*(?![\w-])")
 
 
+def squashed(text: str) -> str:
+    """Only the letters and digits, lower-case ("K-E-S-T-R-E-L 77 31": "kestrel7731")."""
+    return "".join(_WORDS.findall(text.casefold())).replace("_", "")
+
+
 def words(text: str) -> str:
     """The text as lower-case words joined by single spaces (with a space at each end)."""
     return " " + " ".join(_WORDS.findall(text.casefold())) + " "
@@ -56,7 +61,7 @@ class Guard:
     """The checks of one pack, built once from its prompts, secrets and records."""
 
     secrets: tuple[str, ...]
-    """The pack's secrets, as words."""
+    """The pack's secrets, as words (also found spelled out letter by letter)."""
     shingles: frozenset[str]
     """Every run of :data:`SHINGLE` words of the prompts that no public pack text contains."""
     private: tuple[str, ...]
@@ -80,8 +85,8 @@ class Guard:
 
     def withheld(self, text: str) -> str | None:
         """Why ``text`` must never reach a customer (``secret`` / ``prompt``), or None."""
-        folded = words(text)
-        if any(secret in folded for secret in self.secrets):
+        folded, flat = words(text), squashed(text)
+        if any(s in folded or (len(q := squashed(s)) >= 8 and q in flat) for s in self.secrets):
             return "secret"
         if any(run in folded for run in self.shingles):
             return "prompt"
