@@ -30,7 +30,7 @@ MIN_PRIVATE = 4
 MIN_IDENTIFIER = 6
 
 _WORDS = re.compile(r"\w+")
-_EMAIL = re.compile(r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
+_EMAIL = re.compile(r"(?<![\w.+'-])[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
 _CODE = re.compile(r"(?<![\w-])[\w-]*\d[\w-]*(?![\w-])")
 
 

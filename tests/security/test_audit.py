@@ -7,10 +7,16 @@ hash; no slot value, no session id. Deleting the session keeps the rows, under t
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
+from langgraph.store.memory import InMemoryStore
+
+from nodes.context import StoreRequestSink, SupportContext
+from tests.conftest import STORE_PACK
 from tests.security.helpers import audit_rows, sql
 from tests.utils.chat import Customer
 from tests.utils.orders import order
@@ -84,3 +90,25 @@ async def test_deleting_a_session_keeps_its_audit_rows_under_the_pseudonym(
         assert after[-1]["action"] == "session_deleted"
         assert all(sid not in json.dumps(row) for row in after)
         assert sql(backend, "SELECT COUNT(*) FROM sg_requests")[0][0] == 0
+
+
+async def test_under_the_langgraph_server_audits_go_to_its_store(
+    context: Callable[..., SupportContext],
+) -> None:
+    """Studio runs have no service store: the context's request sink (the server's LangGraph
+    store) is its audit sink too, under the same pseudonym."""
+    store = InMemoryStore()
+    sink = StoreRequestSink(store)
+    assert dataclasses.replace(context(STORE_PACK), requests=sink).auditor is sink
+    await sink.audit_action(
+        session_id="studio-thread",
+        action="lookup_order",
+        kind="lookup_record",
+        outcome="taken",
+        reason="verified",
+        record_ref="ab12",
+    )
+    digest = hashlib.sha256(b"studio-thread").hexdigest()
+    items = await store.asearch(("supportgraph", "audit", digest))
+    assert [(i.value["action"], i.value["reason"]) for i in items] == [("lookup_order", "verified")]
+    assert "studio-thread" not in json.dumps([i.value for i in items])
