@@ -130,13 +130,8 @@ def run_command(
     from evals.runner import EvalSetupError, RunOptions
 
     run_mode = "replay" if replay is not None else mode.value
-    # Injected provider faults make the service log fallbacks; the report counts them, so
-    # the console shows errors only (warnings with --verbose). The runner captures every line
-    # for the canary scan, whatever the console shows.
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.WARNING if verbose else logging.ERROR)
-    logging.getLogger().addHandler(console)
     if not verbose:
+        # Injected provider faults make the service log fallbacks; the report counts them.
         logging.getLogger("supportgraph").setLevel(logging.ERROR)
     shown_paths = [str(p) for p in paths] if paths else ["evals/suites"]
     try:
@@ -166,11 +161,18 @@ def run_command(
         stub_port=stub_port,
         stub_timeout=stub_timeout,
     )
+    # The console shows errors (warnings with --verbose); the runner captures every line for
+    # the canary scan, whatever the console shows.
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING if verbose else logging.ERROR)
+    logging.getLogger().addHandler(console)
     try:
         result = asyncio.run(_run(cases, options, quiet=quiet))
     except EvalSetupError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+    finally:
+        logging.getLogger().removeHandler(console)
     failed = _report(
         result,
         paths=shown_paths,
