@@ -23,8 +23,9 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from checkpoints.retry import RetryingPostgresSaver
 from checkpoints.serde import strict_serializer
 from checkpoints.store import (
     PostgresStore,
@@ -107,16 +108,13 @@ async def _postgres(
     max_idle: float = 300.0,
     max_lifetime: float = 1800.0,
 ) -> AsyncIterator[Persistence]:
-    freshness = _Freshness()
-    pool = AsyncConnectionPool(
+    pool = _FreshPool(
         url,
         min_size=min_size,
         max_size=max_size,
         open=False,
         timeout=timeout,
         kwargs={"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row},
-        check=freshness.check,
-        reset=freshness.reset,
         max_idle=max_idle,
         max_lifetime=max_lifetime,
     )
@@ -126,7 +124,7 @@ async def _postgres(
         await pool.close()
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
     try:
-        saver = AsyncPostgresSaver(pool, serde=strict_serializer())  # type: ignore[arg-type]
+        saver = RetryingPostgresSaver(pool, serde=strict_serializer())  # type: ignore[arg-type]
         await _setup_once(pool, saver)
         store = PostgresStore(pool)
         await store.migrate()
@@ -136,7 +134,7 @@ async def _postgres(
 
 
 class _Freshness:
-    """The pool's ``check``: try a connection before lending it, when it may be dead.
+    """Try a connection before lending it, when it may be dead.
 
     A database restart, a proxy or a firewall can drop idle connections; a round-trip check
     on every loan took about a sixth of a turn's CPU. So a connection is tried only when it
@@ -152,13 +150,44 @@ class _Freshness:
         """Note when the connection came back to the pool."""
         self.returned[conn] = time.monotonic()
 
-    async def check(self, conn: AsyncConnection[Any]) -> None:
-        """Raise if the connection is closed, or idle for a while and not answering."""
+    async def alive(self, conn: AsyncConnection[Any]) -> bool:
+        """False if the connection is closed, or idle for a while and not answering."""
         if conn.closed or conn.broken:
-            raise psycopg.OperationalError("the connection is closed")
+            return False
         idle = time.monotonic() - self.returned.get(conn, 0.0)
         if idle > self.after or select.select([conn.fileno()], [], [], 0)[0]:
-            await AsyncConnectionPool.check_connection(conn)
+            try:
+                await AsyncConnectionPool.check_connection(conn)
+            except psycopg.Error:
+                return False
+        return True
+
+
+class _FreshPool(AsyncConnectionPool):
+    """A pool that lends only connections that look alive, dropping dead ones at once.
+
+    psycopg_pool's own ``check`` waits 1 s, then 2 s, 4 s... after each connection that fails
+    it (against a busy loop), so after a restart of the database, whose every idle connection
+    fails, a request waits seconds or times out. Here a dead connection goes back to the pool
+    (which discards and replaces it) and the next one is tried at once, within the timeout.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.freshness = _Freshness()
+        super().__init__(*args, reset=self.freshness.reset, **kwargs)
+
+    async def getconn(self, timeout: float | None = None) -> AsyncConnection[Any]:
+        """A connection that looks alive; :class:`PoolTimeout` after ``timeout`` seconds."""
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PoolTimeout(f"couldn't get a live connection after {limit:.2f} sec")
+            conn = await super().getconn(left)
+            if await self.freshness.alive(conn):
+                return conn
+            await self.putconn(conn)
 
 
 async def _setup_once(pool: AsyncConnectionPool, saver: AsyncPostgresSaver) -> None:

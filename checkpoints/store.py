@@ -21,10 +21,12 @@ from typing import Any
 import aiosqlite
 import psycopg
 import psycopg_pool
+from psycopg import AsyncConnection
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from checkpoints.migrations import MIGRATIONS_POSTGRES, MIGRATIONS_SQLITE
+from checkpoints.retry import connection_lost, is_read, retry_once
 
 
 class StoreUnavailable(RuntimeError):
@@ -676,17 +678,24 @@ class PostgresStore(Store):
         self._lock_slots = asyncio.Semaphore(max(1, (pool.max_size or 2) // 2))
 
     async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        async with unavailable_as_domain_error(), self.pool.connection() as conn:
-            await conn.execute(sql, params)
+        async def attempt() -> None:
+            async with self.pool.connection() as conn:
+                await conn.execute(sql, params)
+
+        async with unavailable_as_domain_error():
+            await retry_once(attempt, repeatable=is_read(sql))
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        async with (
-            unavailable_as_domain_error(),
-            self.pool.connection() as conn,
-            conn.cursor(row_factory=dict_row) as cur,
-        ):
-            await cur.execute(sql, params)
-            return list(await cur.fetchall())
+        async def attempt() -> list[dict[str, Any]]:
+            async with (
+                self.pool.connection() as conn,
+                conn.cursor(row_factory=dict_row) as cur,
+            ):
+                await cur.execute(sql, params)
+                return list(await cur.fetchall())
+
+        async with unavailable_as_domain_error():
+            return await retry_once(attempt, repeatable=is_read(sql))
 
     @asynccontextmanager
     async def session_lock(self, session_id: str, *, wait: bool = True) -> AsyncIterator[bool]:
@@ -697,29 +706,52 @@ class PostgresStore(Store):
         turns that hold them always find a connection for their queries. ``wait=False`` tries
         once and yields False when another process holds the session.
         """
-        async with (
-            self._lock_slots,
-            unavailable_as_domain_error(),
-            self.pool.connection() as conn,
-        ):
+        async with self._lock_slots, unavailable_as_domain_error():
+            # A lock taken on a connection that was lost went with it: taking it again on
+            # another connection is always safe.
+            conn, held = await retry_once(
+                lambda: self._lock(session_id, wait=wait), repeatable=True, what="session lock"
+            )
+            try:
+                if not held:
+                    yield False
+                    return
+                try:
+                    yield True
+                finally:
+                    await self._unlock(conn, session_id)
+            finally:
+                await self.pool.putconn(conn)
+
+    async def _lock(self, session_id: str, *, wait: bool) -> tuple[AsyncConnection[Any], bool]:
+        """A pooled connection holding the session's lock (or not, when ``wait`` is False)."""
+        conn = await self.pool.getconn()
+        try:
             if wait:
                 await conn.execute(
                     "SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,)
                 )
-            else:
-                cur = await conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS held", (session_id,)
-                )
-                row = await cur.fetchone()
-                if not row or not row["held"]:
-                    yield False
-                    return
-            try:
-                yield True
-            finally:
-                await conn.execute(
-                    "SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (session_id,)
-                )
+                return conn, True
+            cur = await conn.execute(
+                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS held", (session_id,)
+            )
+            row = await cur.fetchone()
+            return conn, bool(row and row["held"])
+        except BaseException:
+            await self.pool.putconn(conn)
+            raise
+
+    async def _unlock(self, conn: AsyncConnection[Any], session_id: str) -> None:
+        """Release the session's lock; a lost connection released it already."""
+        if conn.broken or conn.closed:
+            return
+        try:
+            await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (session_id,))
+        except psycopg.OperationalError as exc:
+            # The server ended the session, and with it the lock: the turn's work is stored,
+            # so it must not fail for this.
+            if not connection_lost(exc):
+                raise
 
     async def _insert_returning_id(self, sql: str, params: tuple[Any, ...]) -> int:
         rows = await self._fetch(sql + " RETURNING id", params)
@@ -740,25 +772,26 @@ class PostgresStore(Store):
         never sees a smaller id appear later (``Last-Event-ID`` resume would skip it).
         """
         now = _now()
-        async with (
-            unavailable_as_domain_error(),
-            self.pool.connection() as conn,
-            conn.transaction(),
-        ):
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sg_events'))")
-            cur = await conn.execute(
-                "INSERT INTO sg_events (session_id, kind, audience, data, created_at)"
-                " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                (session_id, kind, audience, json.dumps(data), now),
-            )
-            row = await cur.fetchone()
-            event_id = int(row["id"])  # type: ignore[index]
-            for item in outbox or ():
-                await conn.execute(*self._outbox_insert(session_id, item, now))
-            await conn.execute(
-                "SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{event_id} {session_id}")
-            )
-        return event_id
+
+        async def attempt() -> int:
+            async with self.pool.connection() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sg_events'))")
+                cur = await conn.execute(
+                    "INSERT INTO sg_events (session_id, kind, audience, data, created_at)"
+                    " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                    (session_id, kind, audience, json.dumps(data), now),
+                )
+                row = await cur.fetchone()
+                event_id = int(row["id"])  # type: ignore[index]
+                for item in outbox or ():
+                    await conn.execute(*self._outbox_insert(session_id, item, now))
+                await conn.execute(
+                    "SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{event_id} {session_id}")
+                )
+            return event_id
+
+        async with unavailable_as_domain_error():
+            return await retry_once(attempt, repeatable=False, what="event")
 
     @asynccontextmanager
     async def listen(self) -> AsyncIterator[AsyncIterator[tuple[int, str]]]:

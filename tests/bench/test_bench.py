@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from bench import apps, retrieval, stub_llm
 from bench.common import percentile, ratio
 from bench.long_thread import late_turn, message, sample_turns
+from bench.soak import KINDS, ORDERS, POOL_MAX, Tally, script, summarize
 from tests.conftest import TEST_SECRET
 
 
@@ -81,3 +83,42 @@ def test_generated_faq_is_searchable_and_the_naive_baseline_agrees() -> None:
     question = entries[7].questions[0]
     assert naive.search(question)[0] == entries[7].id
     assert retrieval.write_pack is not None
+
+
+def _tally(rss: list[int], connections: list[int], statuses: list[int]) -> Tally:
+    tally = Tally()
+    for status in statuses:
+        tally.record("turn", status, 0.01)
+    tally.samples = [
+        {"t": 10.0 * i, "requests": i, "rss": [r], "connections": c}
+        for i, (r, c) in enumerate(zip(rss, connections, strict=True))
+    ]
+    return tally
+
+
+def test_soak_targets_catch_5xx_memory_growth_and_leaked_connections() -> None:
+    health = _tally([100, 100], [1, 1], [200, 200])
+
+    def verdicts(rss: list[int], connections: list[int], statuses: list[int]) -> list[bool]:
+        soak = _tally(rss, connections, statuses)
+        figures = summarize(soak, health, seconds=40, baseline=2, warmup=10, workers=1)
+        return [t["met"] for t in figures["targets"]]
+
+    # The first sample is the warm-up: growth and connections count from the second one.
+    assert verdicts([50, 100, 105, 109], [2, 5, 6, 5], [200] * 10) == [True, True, True]
+    assert verdicts([50, 100, 105, 111], [2, 5, 6, 5], [200] * 10) == [True, False, True]
+    assert verdicts([50, 100, 100, 100], [2, 5, 6, 8], [200] * 10) == [True, True, False]
+    assert verdicts([50, 100, 100, 100], [2, 5, POOL_MAX + 2, 5], [200, 503]) == [
+        False,
+        True,
+        False,
+    ]
+
+
+def test_soak_conversations_use_the_packs_orders() -> None:
+    emails = {o["order_id"]: o["email"] for o in ORDERS}
+    for kind in set(KINDS):
+        messages = script(kind, random.Random(7))
+        assert messages and all(m.strip() for m in messages)
+    order_id = script("order", random.Random(7))[0].split()[-1].rstrip("?")
+    assert script("order", random.Random(7))[1] == emails[order_id]
