@@ -185,7 +185,12 @@ class _FreshPool(AsyncConnectionPool):
             if left <= 0:
                 raise PoolTimeout(f"couldn't get a live connection after {limit:.2f} sec")
             conn = await super().getconn(left)
-            if await self.freshness.alive(conn):
+            try:
+                alive = await self.freshness.alive(conn)
+            except BaseException:
+                await self.putconn(conn)  # cancelled mid-check: give the connection back
+                raise
+            if alive:
                 return conn
             await self.putconn(conn)
 
