@@ -18,6 +18,7 @@ on PostgreSQL could see the blobs of a checkpoint being written as unreferenced.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -32,9 +33,12 @@ from checkpoints.store import (
     PostgresStore,
     SqliteStore,
     Store,
+    StoreUnavailable,
     pseudonym,
     unavailable_as_domain_error,
 )
+
+log = logging.getLogger("supportgraph.retention")
 
 T = TypeVar("T")
 
@@ -103,8 +107,17 @@ class SqliteRetention(Retention):
         return await self._job(_sqlite_delete, session_id, actor)
 
     async def reclaim(self) -> None:
-        """Incremental vacuum: free pages go back to the file system (the file shrinks)."""
-        await self._job(_sqlite_reclaim)
+        """Incremental vacuum: free pages go back to the file system (the file shrinks).
+
+        Best effort: it cannot run while another coroutine's statement is open on the shared
+        connection (SQLite says "database table is locked"). The deletion before it has
+        committed, so its caller must not fail for this: the pages stay free in the file for
+        reuse, and the next reclaim returns them.
+        """
+        try:
+            await self._job(_sqlite_reclaim)
+        except StoreUnavailable as exc:
+            log.warning("space reclaim deferred", extra={"error": str(exc)[:200]})
 
 
 def _transaction(db: sqlite3.Connection, work: Callable[[], T]) -> T:
