@@ -67,6 +67,12 @@ class Guard:
     private: tuple[str, ...]
     """Record values tied to a single customer, as words."""
 
+    def __post_init__(self) -> None:
+        # Looked up by first word: a reply is checked against the few values that can start
+        # in it, not all of a pack's record values and prompt runs (about 2 ms a reply).
+        object.__setattr__(self, "_shingles_by_word", _by_first_word(self.shingles))
+        object.__setattr__(self, "_private_by_word", _by_first_word(self.private))
+
     @classmethod
     def for_pack(cls, pack: Pack, prompts: Iterable[str] = ()) -> Guard:
         """The guard for ``pack``; ``prompts`` are the nodes' own instructions to the model."""
@@ -88,7 +94,7 @@ class Guard:
         folded, flat = words(text), squashed(text)
         if any(s in folded or (len(q := squashed(s)) >= 8 and q in flat) for s in self.secrets):
             return "secret"
-        if any(run in folded for run in self.shingles):
+        if _found(self._shingles_by_word, folded):  # type: ignore[attr-defined]
             return "prompt"
         return None
 
@@ -110,10 +116,28 @@ class Guard:
             if words(value) not in grounded:
                 return "ungrounded_identifier"
         folded = words(answer)
-        for value in self.private:
-            if value in folded and value not in known:
-                return "record_data"
+        if any(v not in known for v in _found(self._private_by_word, folded)):  # type: ignore[attr-defined]
+            return "record_data"
         return None
+
+
+def _by_first_word(values: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    """``words()`` values grouped by their first word."""
+    index: dict[str, list[str]] = {}
+    for value in values:
+        first = value.split(maxsplit=1)[0] if value.strip() else ""
+        index.setdefault(first, []).append(value)
+    return {first: tuple(group) for first, group in index.items()}
+
+
+def _found(index: dict[str, tuple[str, ...]], folded: str) -> list[str]:
+    """The indexed values that occur in ``folded`` (``words()`` text), as whole words.
+
+    A value found in the text starts with one of its words, so only those groups are tried.
+    """
+    return [
+        value for word in set(folded.split()) for value in index.get(word, ()) if value in folded
+    ]
 
 
 def _private_values(pack: Pack, public: str) -> tuple[str, ...]:
