@@ -15,6 +15,7 @@ from api.agent_auth import AgentTokens
 from api.auth import SessionTokens
 from api.errors import error_response, install_error_handlers
 from api.middleware import BodyLimitMiddleware, RequestIdMiddleware, SecurityHeadersMiddleware
+from api.openapi import install_openapi
 from api.ratelimit import AGENT_LIMITS, CUSTOMER_LIMITS, RATE_LIMITED_RESPONSE, install_rate_limits
 from api.routes import admin, agent, health, pages, sessions, stream, support
 from checkpoints import open_persistence
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.agent_tokens = AgentTokens.from_settings(settings)
     install_error_handlers(app)
+    install_openapi(app)
     app.add_exception_handler(SessionBusy, _session_busy)  # type: ignore[arg-type]
     install_rate_limits(app, settings)
     # Customer and agent routes are rate limited (api/ratelimit.py); health and pages are not.

@@ -8,16 +8,22 @@ agent JWT (``api.agent_auth``).
 from __future__ import annotations
 
 import hmac
+import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, HTTPException, Path, Request
+from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.agent_auth import Agent, AgentRoleError, AgentTokenError, AgentTokens
 from api.auth import SessionTokens, TokenError
-from api.schemas import CUSTOMER_ID_PATTERN, SESSION_ID_PATTERN
-from supportgraph.handoff import HandoffService
+from api.schemas import (
+    CURSOR_PATTERN,
+    CUSTOMER_ID_PATTERN,
+    EVENT_ID_PATTERN,
+    SESSION_ID_PATTERN,
+)
+from supportgraph.handoff import BadCursor, HandoffService, decode_cursor
 from supportgraph.service import SupportService
 
 _bearer = HTTPBearer(auto_error=False, description="The session token from the first chat reply.")
@@ -63,6 +69,13 @@ async def token_session(
 
 TokenSession = Annotated[str | None, Depends(token_session)]
 
+CREDENTIALS_OPTIONAL: dict[str, Any] = {"security": [{}]}
+"""``openapi_extra`` of routes that also serve callers without credentials (a new session).
+
+FastAPI lists the route's security schemes as requirements; the empty requirement added to
+them tells clients that none is needed.
+"""
+
 
 def authorize(session_id: str, token_session_id: str | None) -> None:
     """401 without a token; 404 when the token is for another session (existence not revealed)."""
@@ -98,32 +111,60 @@ def _known_key(request: Request, key: str) -> bool:
     return any(hmac.compare_digest(key.encode(), k.get_secret_value().encode()) for k in keys)
 
 
+ApiKey = Annotated[str | None, Depends(_api_key)]
+CustomerIdHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Customer-ID",
+        pattern=CUSTOMER_ID_PATTERN,
+        description="The company's own customer id (with X-API-Key).",
+    ),
+]
+
+
+def _acting_for(request: Request, api_key: str, customer_id: str | None) -> str:
+    """A company backend's customer: 401 for a key we do not know, 422 without the customer."""
+    if not _known_key(request, api_key):
+        raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "ApiKey"})
+    if customer_id is None:
+        raise HTTPException(422, "X-API-Key needs an X-Customer-ID header")
+    return customer_id
+
+
 async def customer_caller(
     request: Request,
     token_session_id: TokenSession,
-    api_key: Annotated[str | None, Depends(_api_key)],
-    customer_id: Annotated[
-        str | None,
-        Header(
-            alias="X-Customer-ID",
-            pattern=CUSTOMER_ID_PATTERN,
-            description="The company's own customer id (with X-API-Key).",
-        ),
-    ] = None,
+    api_key: ApiKey,
+    customer_id: CustomerIdHeader = None,
 ) -> Caller | None:
     """The caller; None when there are no credentials at all."""
     if api_key is not None:
-        if not _known_key(request, api_key):
-            raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "ApiKey"})
-        if customer_id is None:
-            raise HTTPException(422, "X-API-Key needs an X-Customer-ID header")
-        return Caller(customer_id=customer_id)
+        return Caller(customer_id=_acting_for(request, api_key, customer_id))
     if token_session_id is not None:
         return Caller(session_id=token_session_id)
     return None
 
 
 CustomerCaller = Annotated[Caller | None, Depends(customer_caller)]
+
+
+async def server_customer(
+    request: Request, api_key: ApiKey, customer_id: CustomerIdHeader = None
+) -> str:
+    """The customer a company backend acts for; only a server key may call (no session token).
+
+    The OpenAPI document then names the server key as these endpoints' only credential.
+    """
+    if api_key is None:
+        raise HTTPException(
+            401,
+            "this endpoint needs a server key: 'X-API-Key' and 'X-Customer-ID'",
+            headers={"WWW-Authenticate": "ApiKey"},
+        )
+    return _acting_for(request, api_key, customer_id)
+
+
+ServerCustomer = Annotated[str, Depends(server_customer)]
 
 
 async def authorize_caller(service: SupportService, session_id: str, caller: Caller | None) -> None:
@@ -188,3 +229,46 @@ def current_agent(
 
 
 CurrentAgent = Annotated[Agent, Depends(current_agent)]
+
+
+def last_event_id(
+    value: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern=EVENT_ID_PATTERN,
+            description="Resume after this event id (the `id` of an event received before).",
+        ),
+    ] = None,
+) -> int | None:
+    """The ``Last-Event-ID`` header as a number (a header is text: the schema says digits)."""
+    return int(value) if value is not None else None
+
+
+LastEventId = Annotated[int | None, Depends(last_event_id)]
+
+
+def page_cursor(
+    cursor: Annotated[
+        str | None,
+        Query(
+            pattern=CURSOR_PATTERN,
+            description="`next_cursor` of the page before (only cursors the API issued).",
+        ),
+    ] = None,
+) -> str | None:
+    """The cursor of a page, when it is one the API could have issued (422 otherwise)."""
+    if cursor is None:
+        return None
+    try:
+        _, session_id = decode_cursor(cursor)
+    except BadCursor as exc:
+        raise HTTPException(422, str(exc)) from exc
+    if not re.fullmatch(SESSION_ID_PATTERN, session_id):
+        # Forged: well-formed base64 around something no session id looks like (a NUL
+        # byte in it would reach the database).
+        raise HTTPException(422, f"cursor {cursor!r} is not one this API issued")
+    return cursor
+
+
+PageCursor = Annotated[str | None, Depends(page_cursor)]

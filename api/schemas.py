@@ -8,8 +8,28 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,398}={0,2}$"
+"""A page cursor: URL-safe base64, as ``next_cursor`` gives it (one the API issued).
+
+The length is in the pattern rather than a ``maxLength`` beside it: schemathesis folds a
+``maxLength`` into the pattern's quantifiers and loses the ``={0,2}``."""
+EVENT_ID_PATTERN = r"^[0-9]{1,18}$"
+"""An event id in ``Last-Event-ID``: decimal digits (18 at most: ids are 64-bit)."""
+NO_NUL_PATTERN = r"^[^\x00]*$"
+"""Text without NUL characters (PostgreSQL cannot store them)."""
+TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
+"""Text that is not blank and has no NUL: what ``_text`` accepts, stated for the schema."""
 
 Status = Literal["active", "awaiting_info", "escalated", "resolved"]
+
+
+def _text(value: str, field: str) -> str:
+    """``value`` when it is not blank and has no NUL character (``TEXT_PATTERN``)."""
+    if not value.strip():
+        raise ValueError(f"{field} must not be blank")
+    if "\x00" in value:
+        raise ValueError(f"{field} must not contain NUL characters")
+    return value
 
 
 class ChatRequest(BaseModel):
@@ -17,7 +37,14 @@ class ChatRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    message: str = Field(min_length=1, max_length=4000, description="The customer's message.")
+    message: str = Field(
+        min_length=1,
+        max_length=4000,
+        description="The customer's message (not blank, no NUL characters).",
+        # Documented, not enforced by pydantic (its regex engine's \s differs from Python's
+        # str.strip, which _text uses): the schema tells clients and fuzzers what is refused.
+        json_schema_extra={"pattern": TEXT_PATTERN},
+    )
     session_id: str | None = Field(
         default=None,
         pattern=SESSION_ID_PATTERN,
@@ -27,11 +54,7 @@ class ChatRequest(BaseModel):
     @field_validator("message")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("message must not be blank")
-        if "\x00" in value:
-            raise ValueError("message must not contain NUL characters")
-        return value
+        return _text(value, "message")
 
 
 class Citation(BaseModel):
@@ -159,16 +182,17 @@ class AgentText(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=4000)
+    text: str = Field(
+        min_length=1,
+        max_length=4000,
+        description="Not blank, no NUL characters.",
+        json_schema_extra={"pattern": TEXT_PATTERN},  # documented; _text enforces it
+    )
 
     @field_validator("text")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("text must not be blank")
-        if "\x00" in value:
-            raise ValueError("text must not contain NUL characters")
-        return value
+        return _text(value, "text")
 
 
 class QueueItem(BaseModel):

@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from sse_starlette import EventSourceResponse
 
 from api.agent_auth import Agent
-from api.deps import CurrentAgent, HandoffDep, ServiceDep
+from api.deps import CurrentAgent, HandoffDep, LastEventId, PageCursor, ServiceDep
 from api.schemas import (
+    NO_NUL_PATTERN,
     SESSION_ID_PATTERN,
     AgentMe,
     AgentText,
@@ -65,6 +66,17 @@ def _as_http() -> Iterator[None]:
         raise HTTPException(422, str(exc)) from exc
 
 
+def _utc(instant: datetime) -> datetime:
+    """``instant`` in UTC, as the store keeps times (SQLite compares them as text)."""
+    if instant.tzinfo is None:
+        raise HTTPException(422, "updated_since needs a time zone (e.g. ...Z or +00:00)")
+    try:
+        return instant.astimezone(UTC)
+    except OverflowError as exc:
+        # 0001-01-01T00:00+01:00 is before the first instant a datetime can hold in UTC.
+        raise HTTPException(422, f"updated_since {instant.isoformat()} is out of range") from exc
+
+
 def _forcing(agent: Agent, force: bool) -> bool:
     if force and not agent.is_admin:
         raise HTTPException(403, "only admins may take a conversation from another agent")
@@ -90,20 +102,25 @@ async def me(agent: CurrentAgent) -> AgentMe:
 async def list_sessions(
     agent: CurrentAgent,
     handoff: HandoffDep,
+    cursor: PageCursor,
     status: Annotated[list[Status] | None, Query(description="Repeat for several.")] = None,
     reason: Annotated[EscalationReason | None, Query(description="Escalation reason.")] = None,
     claimed_by: Annotated[
-        str | None, Query(max_length=200, description="An agent's name, or `none` for unclaimed.")
+        str | None,
+        Query(
+            max_length=200,
+            pattern=NO_NUL_PATTERN,
+            description="An agent's name, or `none` for unclaimed.",
+        ),
     ] = None,
     updated_since: Annotated[
         datetime | None, Query(description="Only conversations active since (ISO 8601).")
     ] = None,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
 ) -> Queue:
     """Conversations, newest activity first, with filters and cursor pagination."""
-    if updated_since is not None and updated_since.tzinfo is None:
-        raise HTTPException(422, "updated_since needs a time zone (e.g. ...Z or +00:00)")
+    if updated_since is not None:
+        updated_since = _utc(updated_since)
     with _as_http():
         page = await handoff.queue(
             statuses=list(status) if status else None,
@@ -234,10 +251,7 @@ async def resolve(session_id: SessionId, agent: CurrentAgent, handoff: HandoffDe
 async def events(
     agent: CurrentAgent,
     service: ServiceDep,
-    last_event_id: Annotated[
-        int | None,
-        Header(alias="Last-Event-ID", ge=0, description="Resume after this event id."),
-    ] = None,
+    last_event_id: LastEventId,
     session_id: Annotated[
         str | None, Query(pattern=SESSION_ID_PATTERN, description="Only this conversation.")
     ] = None,

@@ -7,7 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 
-from api.deps import CustomerCaller, HandoffDep, OwnedSession, ServiceDep, TokensDep
+from api.deps import (
+    HandoffDep,
+    OwnedSession,
+    PageCursor,
+    ServerCustomer,
+    ServiceDep,
+    TokensDep,
+)
 from api.errors import ERROR_RESPONSES
 from api.schemas import CustomerSession, CustomerSessions, SessionToken
 from supportgraph.handoff import BadCursor
@@ -16,22 +23,11 @@ from supportgraph.logs import session_id_var
 router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESPONSES)
 
 
-def _server_customer(caller: CustomerCaller) -> str:
-    if caller is None or caller.customer_id is None:
-        raise HTTPException(
-            401,
-            "this endpoint needs a server key: 'X-API-Key' and 'X-Customer-ID'",
-            headers={"WWW-Authenticate": "ApiKey"},
-        )
-    return caller.customer_id
-
-
 @router.post("/sessions", response_model=SessionToken, status_code=201)
 async def create_session(
-    caller: CustomerCaller, service: ServiceDep, tokens: TokensDep
+    customer_id: ServerCustomer, service: ServiceDep, tokens: TokensDep
 ) -> SessionToken:
     """Start a session for a company's customer (server key); its token can go to the browser."""
-    customer_id = _server_customer(caller)
     session_id = await service.new_session(customer_id=customer_id)
     session_id_var.set(session_id)
     return SessionToken(session_id=session_id, session_token=tokens.issue(session_id))
@@ -39,13 +35,12 @@ async def create_session(
 
 @router.get("/sessions", response_model=CustomerSessions)
 async def list_customer_sessions(
-    caller: CustomerCaller,
+    customer_id: ServerCustomer,
     handoff: HandoffDep,
-    cursor: Annotated[str | None, Query(max_length=400)] = None,
+    cursor: PageCursor,
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
 ) -> CustomerSessions:
     """A company customer's sessions, newest activity first (server key)."""
-    customer_id = _server_customer(caller)
     try:
         page = await handoff.queue(customer_id=customer_id, cursor=cursor, limit=limit)
     except BadCursor as exc:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter
 from sse_starlette import EventSourceResponse
 
 from api.deps import (
+    CREDENTIALS_OPTIONAL,
     CustomerCaller,
+    LastEventId,
     OwnedSession,
     ServiceDep,
     TokensDep,
@@ -66,7 +68,12 @@ def chat_response(session_id: str, token: str, result: TurnResult) -> ChatRespon
     )
 
 
-@router.post("/chat/stream", response_class=EventSourceResponse, responses=CHAT_STREAM_RESPONSE)
+@router.post(
+    "/chat/stream",
+    response_class=EventSourceResponse,
+    responses=CHAT_STREAM_RESPONSE,
+    openapi_extra=CREDENTIALS_OPTIONAL,
+)
 async def chat_stream(
     body: ChatRequest, service: ServiceDep, tokens: TokensDep, caller: CustomerCaller
 ) -> EventSourceResponse:
@@ -112,10 +119,7 @@ async def chat_stream(
 async def session_events(
     session_id: OwnedSession,
     service: ServiceDep,
-    last_event_id: Annotated[
-        int | None,
-        Header(alias="Last-Event-ID", ge=0, description="Resume after this event id."),
-    ] = None,
+    last_event_id: LastEventId,
 ) -> EventSourceResponse:
     """The session's new messages (the bot's and agents'), claims and status changes (SSE).
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import OwnedSession, ServiceDep, TokensDep, TokenSession, authorize
+from api.deps import (
+    CREDENTIALS_OPTIONAL,
+    OwnedSession,
+    ServiceDep,
+    TokensDep,
+    TokenSession,
+    authorize,
+)
 from api.errors import ERROR_RESPONSES
 from api.schemas import ChatRequest, ChatResponse, SessionResponse, TranscriptMessage
 from supportgraph.logs import session_id_var
@@ -15,6 +22,7 @@ router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESP
 @router.post(
     "/chat",
     response_model=ChatResponse,
+    openapi_extra=CREDENTIALS_OPTIONAL,
     responses={
         409: {
             "description": "A turn of the session runs (busy policy reject: session_busy, with"
