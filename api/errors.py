@@ -11,18 +11,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.schemas import ErrorResponse
 from checkpoints import StoreUnavailable
 from supportgraph.service import SessionNotFound, TurnLimitReached
 
 log = logging.getLogger("supportgraph.api")
 
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing or invalid session token"},
-    404: {"description": "Unknown session"},
-    413: {"description": "Request body too large"},
-    422: {"description": "Invalid input"},
-    503: {"description": "Database unavailable"},
-}
+
+def documented(descriptions: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for error statuses: each one's body is the one error shape."""
+    return {
+        status: {"description": text, "model": ErrorResponse}
+        for status, text in descriptions.items()
+    }
+
+
+ERROR_RESPONSES = documented(
+    {
+        401: "Missing or invalid session token",
+        404: "Unknown session",
+        413: "Request body too large",
+        422: "Invalid input",
+        503: "Database unavailable",
+    }
+)
 
 _CODES = {
     400: "bad_request",

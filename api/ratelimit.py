@@ -41,6 +41,7 @@ from limits.storage import storage_from_string
 
 from api.auth import SessionTokens, TokenError
 from api.errors import error_response
+from api.schemas import ErrorResponse
 from supportgraph.settings import Settings
 
 log = logging.getLogger("supportgraph.ratelimit")
@@ -53,6 +54,7 @@ REDIS_TIMEOUT = 1.0
 RATE_LIMITED_RESPONSE: dict[int | str, dict[str, Any]] = {
     429: {
         "description": "Too many requests: wait Retry-After seconds (error code rate_limited)",
+        "model": ErrorResponse,
         "headers": {
             "Retry-After": {
                 "description": "Seconds until the request may be sent again.",

@@ -13,6 +13,7 @@ from sse_starlette import EventSourceResponse
 
 from api.agent_auth import Agent
 from api.deps import CurrentAgent, HandoffDep, LastEventId, PageCursor, ServiceDep
+from api.errors import documented
 from api.schemas import (
     NO_NUL_PATTERN,
     SESSION_ID_PATTERN,
@@ -32,13 +33,17 @@ from graphs.state import EscalationReason
 from supportgraph.events import agent_view
 from supportgraph.handoff import BadCursor, ClaimConflict, NotEscalated
 
-AGENT_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, invalid or expired agent token"},
-    403: {"description": "The token's role may not do this"},
-    404: {"description": "Unknown session"},
-    409: {"description": "Claimed by another agent, or not with a person"},
-    422: {"description": "Invalid input"},
-}
+AGENT_ERRORS = documented(
+    {
+        401: "Missing, invalid or expired agent token",
+        403: "The token's role may not do this",
+        404: "Unknown session",
+        409: "Claimed by another agent, or not with a person",
+        413: "Request body too large",
+        422: "Invalid input",
+        503: "Database unavailable",
+    }
+)
 
 router = APIRouter(prefix="/api/agent", tags=["agent"], responses=AGENT_ERRORS)
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.deps import ServiceDep
-from api.errors import error_response
+from api.errors import documented, error_response
 from api.schemas import Health
 from checkpoints import StoreUnavailable
 
@@ -19,9 +19,7 @@ async def health() -> Health:
     return Health(status="healthy")
 
 
-@router.get(
-    "/ready", response_model=Health, responses={503: {"description": "Database unavailable"}}
-)
+@router.get("/ready", response_model=Health, responses=documented({503: "Database unavailable"}))
 async def ready(service: ServiceDep) -> Health | JSONResponse:
     """The database answers."""
     try:

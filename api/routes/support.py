@@ -12,7 +12,7 @@ from api.deps import (
     TokenSession,
     authorize,
 )
-from api.errors import ERROR_RESPONSES
+from api.errors import ERROR_RESPONSES, documented
 from api.schemas import ChatRequest, ChatResponse, SessionResponse, TranscriptMessage
 from supportgraph.logs import session_id_var
 
@@ -23,12 +23,12 @@ router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESP
     "/chat",
     response_model=ChatResponse,
     openapi_extra=CREDENTIALS_OPTIONAL,
-    responses={
-        409: {
-            "description": "A turn of the session runs (busy policy reject: session_busy, with"
+    responses=documented(
+        {
+            409: "A turn of the session runs (busy policy reject: session_busy, with"
             " Retry-After), or the session has taken its most messages (turn_limit_reached)"
         }
-    },
+    ),
 )
 async def chat(
     body: ChatRequest, service: ServiceDep, tokens: TokensDep, token_session: TokenSession

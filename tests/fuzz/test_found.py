@@ -118,6 +118,14 @@ async def test_schema_says_what_the_api_does(
     # A company backend's endpoints take its server key, not a session token.
     for method in ("get", "post"):
         assert paths["/api/support/sessions"][method]["security"] == [{"APIKeyHeader": []}]
+    # Every error a route documents has the one error shape as its body.
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            for status, answer in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    body = answer["content"]["application/json"]["schema"]
+                    where = (method, path, status)
+                    assert body == {"$ref": "#/components/schemas/ErrorResponse"}, where
     # What the validators refuse is in the schema too.
     message = spec["components"]["schemas"]["ChatRequest"]["properties"]["message"]
     assert message["pattern"] == r"^[^\x00]*[^\s\x00][^\x00]*$"
