@@ -39,13 +39,32 @@ def strip_null_parameters(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+def require_server_customer(document: dict[str, Any]) -> dict[str, Any]:
+    """Mark ``X-Customer-ID`` required where the server key is the only credential, in place.
+
+    The route takes the header as optional so that a call with no credentials at all is told
+    401 (not 422 about a header); but no request without it can succeed there, so the
+    document says it is required.
+    """
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or operation.get("security") != [
+                {"APIKeyHeader": []}
+            ]:
+                continue
+            for parameter in operation.get("parameters", []):
+                if parameter.get("in") == "header" and parameter.get("name") == "X-Customer-ID":
+                    parameter["required"] = True
+    return document
+
+
 def install_openapi(app: FastAPI) -> None:
     """Serve the cleaned document at ``/openapi.json`` (built once, like FastAPI's own)."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = strip_null_parameters(build())
+            app.openapi_schema = require_server_customer(strip_null_parameters(build()))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
