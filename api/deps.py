@@ -29,12 +29,12 @@ from supportgraph.service import SupportService
 _bearer = HTTPBearer(auto_error=False, description="The session token from the first chat reply.")
 
 
-def get_service(request: Request) -> SupportService:
+async def get_service(request: Request) -> SupportService:
     """The app's conversation service."""
     return request.app.state.service
 
 
-def get_tokens(request: Request) -> SessionTokens:
+async def get_tokens(request: Request) -> SessionTokens:
     """The app's session-token issuer."""
     return request.app.state.tokens
 
@@ -190,12 +190,12 @@ async def owned_session(
 OwnedSession = Annotated[str, Depends(owned_session)]
 
 
-def get_handoff(request: Request) -> HandoffService:
+async def get_handoff(request: Request) -> HandoffService:
     """The agents' side of conversations."""
     return request.app.state.handoff
 
 
-def get_agent_tokens(request: Request) -> AgentTokens:
+async def get_agent_tokens(request: Request) -> AgentTokens:
     """The app's agent-token verifier."""
     return request.app.state.agent_tokens
 
@@ -210,7 +210,7 @@ _agent_bearer = HTTPBearer(
 )
 
 
-def current_agent(
+async def current_agent(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_agent_bearer)],
     agent_tokens: AgentTokensDep,
 ) -> Agent:
@@ -231,7 +231,7 @@ def current_agent(
 CurrentAgent = Annotated[Agent, Depends(current_agent)]
 
 
-def last_event_id(
+async def last_event_id(
     value: Annotated[
         str | None,
         Header(
@@ -248,7 +248,7 @@ def last_event_id(
 LastEventId = Annotated[int | None, Depends(last_event_id)]
 
 
-def page_cursor(
+async def page_cursor(
     cursor: Annotated[
         str | None,
         Query(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from supportgraph.pack import DEFAULT_MESSAGES, Pack
@@ -28,6 +29,9 @@ SHINGLE = 8
 MIN_PRIVATE = 4
 """Shortest record value (letters and digits) the guard looks for; shorter ones are noise."""
 MIN_IDENTIFIER = 6
+SCAN_CACHE = 1024
+"""Texts whose scan a guard remembers: replies and articles repeat, and a scan is most of a
+turn's guard cost (an FAQ answer is checked with its candidate articles every turn)."""
 
 _WORDS = re.compile(r"\w+")
 _EMAIL = re.compile(r"(?<![\w.+'-])[\w.+'-]+@[\w-]+(?:\.[\w-]+)+")
@@ -72,6 +76,7 @@ class Guard:
         # in it, not all of a pack's record values and prompt runs (about 2 ms a reply).
         object.__setattr__(self, "_shingles_by_word", _by_first_word(self.shingles))
         object.__setattr__(self, "_private_by_word", _by_first_word(self.private))
+        object.__setattr__(self, "_scan", lru_cache(maxsize=SCAN_CACHE)(self._scan_text))
 
     @classmethod
     def for_pack(cls, pack: Pack, prompts: Iterable[str] = ()) -> Guard:
@@ -91,12 +96,7 @@ class Guard:
 
     def withheld(self, text: str) -> str | None:
         """Why ``text`` must never reach a customer (``secret`` / ``prompt``), or None."""
-        folded, flat = words(text), squashed(text)
-        if any(s in folded or (len(q := squashed(s)) >= 8 and q in flat) for s in self.secrets):
-            return "secret"
-        if _found(self._shingles_by_word, folded):  # type: ignore[attr-defined]
-            return "prompt"
-        return None
+        return self._scan(text).withheld  # type: ignore[attr-defined]
 
     def unsafe_answer(
         self, answer: str, *, sources: Sequence[str], conversation: Sequence[str]
@@ -107,18 +107,44 @@ class Guard:
         customer's and the assistant's messages this conversation has (what this customer
         already typed or was shown after verification).
         """
-        reason = self.withheld(answer)
-        if reason is not None:
-            return reason
-        known = words(" \n ".join(conversation))
-        grounded = words(" \n ".join([*sources, *conversation]))
-        for value in identifiers(answer):
-            if words(value) not in grounded:
+        scan: _Scan = self._scan(answer)  # type: ignore[attr-defined]
+        if scan.withheld is not None:
+            return scan.withheld
+        if scan.identifiers:
+            grounded = words(" \n ".join([*sources, *conversation]))
+            if any(value not in grounded for value in scan.identifiers):
                 return "ungrounded_identifier"
-        folded = words(answer)
-        if any(v not in known for v in _found(self._private_by_word, folded)):  # type: ignore[attr-defined]
-            return "record_data"
+        if scan.private:
+            known = words(" \n ".join(conversation))
+            if any(value not in known for value in scan.private):
+                return "record_data"
         return None
+
+    def _scan_text(self, text: str) -> _Scan:
+        """What in ``text`` the checks look at; depends on the text alone, so it is cached."""
+        folded, flat = words(text), squashed(text)
+        withheld = None
+        if any(s in folded or (len(q := squashed(s)) >= 8 and q in flat) for s in self.secrets):
+            withheld = "secret"
+        elif _found(self._shingles_by_word, folded):  # type: ignore[attr-defined]
+            withheld = "prompt"
+        return _Scan(
+            withheld=withheld,
+            identifiers=tuple(words(value) for value in identifiers(text)),
+            private=tuple(_found(self._private_by_word, folded)),  # type: ignore[attr-defined]
+        )
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """One text as the guard sees it."""
+
+    withheld: str | None
+    """``secret`` or ``prompt`` when the text may never go out."""
+    identifiers: tuple[str, ...]
+    """Its identifiers, as words: each must be grounded in the sources or the conversation."""
+    private: tuple[str, ...]
+    """The single-customer record values it holds: each must be known to the conversation."""
 
 
 def _by_first_word(values: Iterable[str]) -> dict[str, tuple[str, ...]]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bm25s
-import numpy as np
 import Stemmer
+from bm25s.selection import topk
 
 from supportgraph.pack import FaqEntry
 
@@ -73,7 +73,7 @@ class FaqIndex:
     def __init__(self, entries: Sequence[FaqEntry], *, cache_dir: Path | None = None) -> None:
         self.entries = list(entries)
         self._term_cache: dict[int, tuple[set[str], set[str]]] = {}
-        self._head_cache: dict[int, list[Counter[str]]] = {}
+        self._head_cache: dict[int, list[_Grams]] = {}
         self._bm25 = bm25s.BM25()
         if not self.entries:
             return
@@ -120,27 +120,28 @@ class FaqIndex:
             return []
         terms = set(tokens[0])
         pool = min(max(k * 4, 10), len(self.entries))
-        docs, scores = self._bm25.retrieve(
-            [tokens[0]], k=pool, show_progress=False, n_threads=1, return_as="tuple"
-        )
+        # Per-document scores and bm25s' own top-k, without ``retrieve``'s per-call progress
+        # bars and batching (most of its cost for one query).
+        scores, docs = topk(self._bm25.get_scores(tokens[0]), pool, backend="numpy", sorted=True)
+        query_grams = _grams(query[:500])
         hits = []
-        for idx, score in zip(np.asarray(docs[0]), np.asarray(scores[0]), strict=True):
-            if float(score) < min_score or float(score) <= 0.0:
+        for idx, score in zip(docs.tolist(), scores.tolist(), strict=True):
+            if score < min_score or score <= 0.0:
                 continue
-            body, head = self._terms(int(idx))
+            body, head = self._terms(idx)
             # Half from the whole entry, half from what it says it answers (title, questions).
             coverage = (len(terms & body) + len(terms & head)) / (2 * len(terms))
             if coverage >= min_coverage:
-                likeness = _likeness(query, self._heads(int(idx)))
-                hits.append(Hit(self.entries[int(idx)], float(score), coverage, likeness))
+                likeness = max((_cosine(query_grams, h) for h in self._heads(idx)), default=0.0)
+                hits.append(Hit(self.entries[idx], score, coverage, likeness))
         hits.sort(key=lambda h: h.relevance, reverse=True)
         return hits[:k]
 
-    def _heads(self, idx: int) -> list[Counter[str]]:
+    def _heads(self, idx: int) -> list[_Grams]:
         """Character trigrams of the entry's title and questions."""
         if idx not in self._head_cache:
             entry = self.entries[idx]
-            self._head_cache[idx] = [_trigrams(t) for t in (entry.title, *entry.questions)]
+            self._head_cache[idx] = [_grams(t) for t in (entry.title, *entry.questions)]
         return self._head_cache[idx]
 
     def _terms(self, idx: int) -> tuple[set[str], set[str]]:
@@ -152,19 +153,25 @@ class FaqIndex:
         return self._term_cache[idx]
 
 
-def _trigrams(text: str) -> Counter[str]:
+@dataclass(frozen=True)
+class _Grams:
+    """A text's character trigrams and the length of their count vector."""
+
+    counts: Counter[str]
+    norm: float
+
+
+def _grams(text: str) -> _Grams:
     padded = f"  {' '.join(text.casefold().split())}  "
-    return Counter(padded[i : i + 3] for i in range(len(padded) - 2))
+    counts = Counter(padded[i : i + 3] for i in range(len(padded) - 2))
+    return _Grams(counts, math.sqrt(sum(v * v for v in counts.values())))
 
 
-def _likeness(query: str, heads: list[Counter[str]]) -> float:
-    """Best cosine similarity of the query's character trigrams to one of the heads."""
-    q = _trigrams(query[:500])
-    q_norm = math.sqrt(sum(v * v for v in q.values()))
-    best = 0.0
-    for head in heads:
-        dot = sum(v * head.get(g, 0) for g, v in q.items())
-        norm = q_norm * math.sqrt(sum(v * v for v in head.values()))
-        if norm:
-            best = max(best, dot / norm)
-    return best
+def _cosine(query: _Grams, head: _Grams) -> float:
+    """Cosine similarity of two trigram vectors (0 when either is empty)."""
+    norm = query.norm * head.norm
+    if not norm:
+        return 0.0
+    # Integer counts: the sum is exact in any order, so only shared trigrams are visited.
+    shared = query.counts.keys() & head.counts.keys()
+    return sum(query.counts[g] * head.counts[g] for g in shared) / norm

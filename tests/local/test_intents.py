@@ -316,3 +316,39 @@ def test_clinc150_sample_accuracy_and_out_of_scope(clinc_sample: dict[str, list]
     floors = CLINC_FLOORS["hybrid" if classifier.uses_embeddings else "lexical"]
     measured = (np.mean(right), np.mean(answered), np.mean(caught))
     assert all(m >= f for m, f in zip(measured, floors, strict=True)), (measured, floors)
+
+
+@pytest.mark.parametrize("intents", [2, len(PACK)], ids=["two-intents", "all-intents"])
+def test_the_fast_scorer_gives_sklearns_own_margins(intents: int) -> None:
+    """LinearScorer skips sklearn's per-call machinery, not its arithmetic."""
+    from scipy.sparse import csr_matrix, hstack
+
+    from supportgraph.local.intents import EMBEDDING_WEIGHT, LinearScorer
+
+    examples = dict(list(PACK.items())[:intents])
+    clf = IntentClassifier(examples, embedder="auto")
+    texts = [t for t, _ in HELD_OUT] + OUT_OF_SCOPE + [t[:2000] for t in ODD_INPUTS]
+    vectorizers = [v for _, v in clf._vectorizer.transformer_list]
+    lexical = hstack([v.transform(texts) for v in vectorizers], format="csr")
+    model = clf._model
+    scorer = LinearScorer(vectorizers, model)
+    if clf.uses_embeddings:
+        dense = EMBEDDING_WEIGHT * clf._embedder.embed(texts)
+        expected = model.decision_function(hstack([lexical, csr_matrix(dense)], format="csr"))
+        got = scorer.margins(texts, dense)
+    else:
+        expected, got = model.decision_function(lexical), scorer.margins(texts)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert np.ptp(got) > 0.1, "the margins differ between texts (the check is not vacuous)"
+
+
+def test_the_fast_scorer_refuses_vectorizers_it_does_not_reproduce() -> None:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from supportgraph.local.intents import LinearScorer
+
+    clf = IntentClassifier(PACK, embedder=None)
+    binary = TfidfVectorizer(binary=True, sublinear_tf=True).fit(["alpha beta", "beta gamma"])
+    with pytest.raises(ValueError, match="unsupported vectorizer"):
+        LinearScorer([binary], clf._model)
