@@ -57,7 +57,7 @@ async def classify_intent(state: SupportState, runtime: Runtime[SupportContext])
         and state.get("intent") in ctx.pack.intents
         and not state.get("pending_action")
         and _gives_value(state, ctx, text)
-        and not _starts_other_transaction(state, ctx, *_local_intent(ctx, text))
+        and not _starts_other_transaction(state, ctx, *(await _local_intent(ctx, text)))
     )
     # A value for what was just asked decides the route by itself: no model call needed.
     reading = await _read_message(state, ctx, text, usage, use_model=not awaited)
@@ -105,7 +105,7 @@ async def _read_message(
         if confidence < ctx.low_confidence:
             intent = "other"
     else:
-        intent, confidence = _local_intent(ctx, text)
+        intent, confidence = await _local_intent(ctx, text)
         if confidence < ctx.low_confidence:
             intent = "other"
         sentiment = local_text.sentiment(text, esc.negative_words)
@@ -262,7 +262,7 @@ def _gives_value(state: SupportState, ctx: SupportContext, text: str) -> bool:
     return any(find_candidate(slots[s], text) is not None for s in state.get("missing", []))
 
 
-def _local_intent(ctx: SupportContext, text: str) -> tuple[str, float]:
+async def _local_intent(ctx: SupportContext, text: str) -> tuple[str, float]:
     """The local classifier's intent; FAQ-answered intents pool their confidence.
 
     ``faq`` and the pack's intents with no slots and no action all go to handle_faq, so when
@@ -272,7 +272,7 @@ def _local_intent(ctx: SupportContext, text: str) -> tuple[str, float]:
     if len(text) > LONG_TEXT:
         # A pasted thread puts the request at the end: read its start and its end.
         text = f"{text[: LONG_TEXT // 2]} {text[-LONG_TEXT // 2 :]}"
-    ranked = ctx.classifier.rank(text, k=5)
+    ranked = await ctx.classifier.arank(text, k=5)
     if not ranked:
         return "other", 0.0
     best = ranked[0]

@@ -159,7 +159,9 @@ class SupportService:
         """
         redaction = redact_secrets(message)
         message = redaction.text
-        await self.require(session_id)
+        if self.locks.busy(session_id):
+            # About to wait behind another turn: an unknown session fails now, not after it.
+            await self.require(session_id)
         async with self._turn_lock(session_id):
             before = await self.require(session_id)
             if self.max_turns is not None and before.turns >= self.max_turns:

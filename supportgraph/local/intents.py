@@ -16,13 +16,14 @@ read, the package is never imported). Without them the classifier is lexical onl
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
 import logging
 import threading
 import unicodedata
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -274,9 +275,25 @@ class IntentClassifier:
 
     def rank(self, text: str, k: int = 3) -> list[IntentScore]:
         """The ``k`` most likely intents for ``text``, best first."""
-        if k < 1:
-            raise ValueError(f"rank: k must be at least 1, got {k}")
-        return self._ranked(self._confidences([text])[0], k)
+        _check_k(k)
+        return self._ranked(_best_reading(self._score(_readings(text))), k)
+
+    async def arank(self, text: str, k: int = 3) -> list[IntentScore]:
+        """:meth:`rank` for an event loop: the sentence embedding, when the lexical stage
+        needs it, runs in a worker thread.
+
+        onnxruntime releases the GIL, so the loop serves other requests on the other core
+        meanwhile instead of stopping for the embedding (most of a message's CPU).
+        """
+        _check_k(k)
+        steps = self._scoring(_readings(text))
+        try:
+            texts = next(steps)
+            while True:
+                dense = await asyncio.to_thread(self._embedder.embed, texts)  # type: ignore[union-attr]
+                texts = steps.send(dense)
+        except StopIteration as done:
+            return self._ranked(_best_reading(done.value), k)
 
     def classify(self, text: str) -> IntentScore:
         """The most likely intent for ``text`` and its confidence."""
@@ -298,18 +315,31 @@ class IntentClassifier:
         best = []
         start = 0
         for rs in readings:
-            block = scores[start : start + len(rs)]
-            best.append(block[block.max(axis=1).argmax()])
+            best.append(_best_reading(scores[start : start + len(rs)]))
             start += len(rs)
         return np.stack(best)
 
     def _score(self, cleaned: list[str]) -> np.ndarray:
+        steps = self._scoring(cleaned)
+        try:
+            texts = next(steps)
+            while True:
+                texts = steps.send(self._embedder.embed(texts))  # type: ignore[union-attr]
+        except StopIteration as done:
+            return done.value
+
+    def _scoring(self, cleaned: list[str]) -> Generator[list[str], np.ndarray, np.ndarray]:
+        """Confidences of ``cleaned``; yields the texts it needs embedded, is sent their vectors.
+
+        The lexical model scores every text; only those it is less than
+        :data:`CASCADE_CONFIDENCE` sure of are embedded and scored again by the joint model.
+        """
         confidences = _confidences(self._first.margins(cleaned))
         if self._second is not None:
             unsure = np.flatnonzero(confidences.max(axis=1) < CASCADE_CONFIDENCE)
             if len(unsure):
                 texts = [cleaned[i] for i in unsure]
-                dense = EMBEDDING_WEIGHT * self._embedder.embed(texts)  # type: ignore[union-attr]
+                dense = EMBEDDING_WEIGHT * (yield texts)
                 confidences[unsure] = _confidences(self._second.margins(texts, dense))
         confidences[[not _has_content(t) for t in cleaned]] = 0.0
         return confidences
@@ -490,6 +520,16 @@ def _vectorizer() -> FeatureUnion:
 
 def _svm() -> LinearSVC:
     return LinearSVC(C=1.0, class_weight="balanced", random_state=0)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise ValueError(f"rank: k must be at least 1, got {k}")
+
+
+def _best_reading(block: np.ndarray) -> np.ndarray:
+    """Of one message's readings (rows), the one its best intent is most confident in."""
+    return block[block.max(axis=1).argmax()]
 
 
 def _confidences(margins: np.ndarray) -> np.ndarray:

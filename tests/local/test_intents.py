@@ -352,3 +352,21 @@ def test_the_fast_scorer_refuses_vectorizers_it_does_not_reproduce() -> None:
     binary = TfidfVectorizer(binary=True, sublinear_tf=True).fit(["alpha beta", "beta gamma"])
     with pytest.raises(ValueError, match="unsupported vectorizer"):
         LinearScorer([binary], clf._model)
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_arank_reads_a_message_as_rank_does(backend: object) -> None:
+    """The event-loop variant embeds in a worker thread; the answer must not change."""
+    import asyncio
+
+    clf = IntentClassifier(PACK, embedder=backend)
+    texts = [t for t, _ in HELD_OUT] + OUT_OF_SCOPE + ODD_INPUTS
+
+    async def both() -> list[tuple[list[IntentScore], list[IntentScore]]]:
+        return [(clf.rank(t, k=3), await clf.arank(t, k=3)) for t in texts]
+
+    for (sync, in_loop), text in zip(asyncio.run(both()), texts, strict=True):
+        assert [r.intent for r in in_loop] == [r.intent for r in sync], text[:40]
+        assert [r.score for r in in_loop] == pytest.approx([r.score for r in sync], abs=1e-12)
+    with pytest.raises(ValueError, match="at least 1"):
+        asyncio.run(clf.arank("where is my order", k=0))
