@@ -84,3 +84,24 @@ def test_k_larger_than_the_faq(store_pack: Pack) -> None:
 
 def test_an_empty_faq_finds_nothing() -> None:
     assert FaqIndex([]).search("where is my order") == []
+
+
+def test_coverage_from_the_postings_is_the_share_of_query_terms_each_entry_has(
+    store_pack: Pack,
+) -> None:
+    """Coverage comes from the indexes' postings; it must equal tokenising the entries."""
+    from supportgraph.retrieval import _document, _head, _tokenize
+
+    index = FaqIndex(store_pack.faq)
+    queries = [q for e in store_pack.faq[:15] for q in e.questions[:2]]
+    queries += ["refund for the wrong item, please", "shipping to Canada and returns"]
+    checked = 0
+    for query in queries:
+        terms = set(_tokenize([query])[0])
+        for hit in index.search(query, k=10):
+            body, head = (set(t) for t in _tokenize([_document(hit.entry), _head(hit.entry)]))
+            expected = (len(terms & body) + len(terms & head)) / (2 * len(terms))
+            assert hit.coverage == pytest.approx(expected), (query, hit.entry.id)
+            checked += 1
+    assert checked > 50
+    assert any(0 < h.coverage < 1 for q in queries for h in index.search(q, k=10)), "not vacuous"
