@@ -167,14 +167,15 @@ def _head(entry: FaqEntry) -> str:
 def _terms_in(index: bm25s.BM25, terms: Sequence[str], docs: np.ndarray) -> np.ndarray:
     """How many of ``terms`` (stemmed) each of ``docs`` contains, from the index's postings.
 
-    bm25s keeps, per term, the documents it occurs in (a column of its score matrix).
+    bm25s keeps, per term, the documents it occurs in (a column of its score matrix), each
+    once: counting the documents over the terms' postings gives, per document, its terms.
     """
+    ids = index.get_tokens_ids(list(terms))
+    if not ids:
+        return np.zeros(len(docs), dtype=np.int64)
     indptr, indices = index.scores["indptr"], index.scores["indices"]
-    found = np.zeros(len(docs), dtype=np.int64)
-    for term in index.get_tokens_ids(list(terms)):
-        # A lookup table over the postings: no sort (the default kind sorts both arrays).
-        found += np.isin(docs, indices[indptr[term] : indptr[term + 1]], kind="table")
-    return found
+    postings = np.concatenate([indices[indptr[t] : indptr[t + 1]] for t in ids])
+    return np.bincount(postings, minlength=index.scores["num_docs"])[docs]
 
 
 @dataclass(frozen=True)
