@@ -355,6 +355,10 @@ class RunResult:
     seconds: float
     latencies_ms: list[float] = field(repr=False)
     server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
+    """CPU the load generator (this process) spent driving the run."""
+    machine_busy_cores: float = 0.0
+    """Cores the whole machine kept busy on average (server, database, load generator...)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -439,10 +443,12 @@ async def drive(
                 progress.advance(task)
 
     cpu0 = server.cpu() if server else 0.0
+    client0, machine0 = time.process_time(), machine_cpu()
     start = time.perf_counter()
     await asyncio.gather(*(one(c) for c in clients))
     seconds = time.perf_counter() - start
     cpu = (server.cpu() - cpu0) if server else 0.0
+    client_cpu, machine1 = time.process_time() - client0, machine_cpu()
     for client in clients:
         await getattr(client, "conn", client).close()
     if progress is not None and task is not None:
@@ -455,7 +461,27 @@ async def drive(
         seconds=seconds,
         latencies_ms=latencies,
         server_cpu_s=cpu,
+        client_cpu_s=client_cpu,
+        machine_busy_cores=busy_cores(machine0, machine1),
     )
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat ((0, 0) elsewhere)."""
+    try:
+        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return (total - idle) / hz, total / hz
+
+
+def busy_cores(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Average cores busy between two :func:`machine_cpu` readings."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return (os.cpu_count() or 1) * busy / total if total > 0 else 0.0
 
 
 async def chat_step(client: Chat, i: int) -> int:

@@ -171,6 +171,7 @@ def report(results: dict[str, dict[str, list[RunResult]]]) -> dict[str, Any]:
                     f"{h.cpu_ms_per_request:.2f}",
                     "",
                     h.errors,
+                    f"{h.machine_busy_cores:.2f}",
                 ]
             )
             stock = turns["stock LangGraph"][c]
@@ -190,6 +191,7 @@ def report(results: dict[str, dict[str, list[RunResult]]]) -> dict[str, Any]:
                         f"{r.cpu_ms_per_request:.2f}",
                         ratio(r.cpu_ms_per_request, bare.cpu_ms_per_request),
                         r.errors,
+                        f"{r.machine_busy_cores:.2f}",
                     ]
                 )
         escalated = next(r for r in ours if r.extra["kind"] == "escalated")
@@ -207,6 +209,7 @@ def report(results: dict[str, dict[str, list[RunResult]]]) -> dict[str, Any]:
                 f"{escalated.cpu_ms_per_request:.2f}",
                 ratio(escalated.cpu_ms_per_request, bare32.cpu_ms_per_request),
                 escalated.errors,
+                f"{escalated.machine_busy_cores:.2f}",
             ]
         )
         figures[key] = {app: [r.summary() for r in runs] for app, runs in apps.items()}
@@ -225,6 +228,7 @@ def report(results: dict[str, dict[str, list[RunResult]]]) -> dict[str, Any]:
                 "CPU ms/req",
                 "CPU x bare",
                 "errors",
+                "cores busy",
             ],
             rows,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,18 @@ def test_soak_conversations_use_the_packs_orders() -> None:
         assert messages and all(m.strip() for m in messages)
     order_id = script("order", random.Random(7))[0].split()[-1].rstrip("?")
     assert script("order", random.Random(7))[1] == emails[order_id]
+
+
+def test_machine_busy_cores_counts_a_busy_core() -> None:
+    """The benches print how many cores the whole machine kept busy beside each run."""
+    import time
+
+    from bench.common import busy_cores, machine_cpu
+
+    before = machine_cpu()
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    cores = busy_cores(before, machine_cpu())
+    assert 0.5 <= cores <= (os.cpu_count() or 1) + 0.01
+    assert busy_cores(before, before) == 0.0
