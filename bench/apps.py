@@ -15,7 +15,7 @@ Configuration comes from the ``SUPPORTGRAPH_*`` environment, as for the service.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, get_args, get_type_hints
 
@@ -70,11 +70,11 @@ def stock_builder() -> StateGraph:
     return builder
 
 
-def _plain(route: Callable[[Any], str]) -> Callable[[Any], str]:
+def _plain(route: Callable[[Any], Awaitable[str]]) -> Callable[[Any], Awaitable[str]]:
     """The routing function without its annotation (which names the windowed state)."""
 
-    def plain(state: Any) -> str:
-        return route(state)
+    async def plain(state: Any) -> str:
+        return await route(state)
 
     return plain
 

@@ -22,6 +22,10 @@ from nodes.resolve import resolve
 NODES = ("classify_intent", "handle_faq", "collect_info", "escalate_human", "resolve")
 
 
+# The routing functions are coroutines: LangGraph runs a plain function of an async graph in
+# a worker thread (a thread hop per edge, two per FAQ turn), a coroutine in the event loop.
+
+
 def _next(state: SupportState, allowed: tuple[str, ...]) -> str:
     target = state.get("next_node")
     if target == "end":
@@ -31,24 +35,28 @@ def _next(state: SupportState, allowed: tuple[str, ...]) -> str:
     return str(target)
 
 
-def route_after_classify(
+async def route_after_classify(
     state: SupportState,
 ) -> Literal["handle_faq", "collect_info", "escalate_human", "resolve"]:
     """Where a classified turn goes."""
     return _next(state, ("handle_faq", "collect_info", "escalate_human", "resolve"))  # type: ignore[return-value]
 
 
-def route_after_faq(state: SupportState) -> Literal["collect_info", "escalate_human", "__end__"]:
+async def route_after_faq(
+    state: SupportState,
+) -> Literal["collect_info", "escalate_human", "__end__"]:
     """An answered FAQ ends the turn; a miss goes on by the pack's rule."""
     return _next(state, ("collect_info", "escalate_human"))  # type: ignore[return-value]
 
 
-def route_after_collect(state: SupportState) -> Literal["resolve", "escalate_human", "__end__"]:
+async def route_after_collect(
+    state: SupportState,
+) -> Literal["resolve", "escalate_human", "__end__"]:
     """Complete slots go to resolve; otherwise the turn waits for the customer."""
     return _next(state, ("resolve", "escalate_human"))  # type: ignore[return-value]
 
 
-def route_after_resolve(state: SupportState) -> Literal["escalate_human", "__end__"]:
+async def route_after_resolve(state: SupportState) -> Literal["escalate_human", "__end__"]:
     """Repeated failures go to a person; everything else ends the turn."""
     return _next(state, ("escalate_human",))  # type: ignore[return-value]
 

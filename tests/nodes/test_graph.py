@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from graphs.support import (
 )
 from nodes.common import MAX_TRIED
 
-ROUTES: list[tuple[Callable[[Any], str], tuple[str, ...]]] = [
+ROUTES: list[tuple[Callable[[Any], Awaitable[str]], tuple[str, ...]]] = [
     (route_after_classify, ("handle_faq", "collect_info", "escalate_human", "resolve")),
     (route_after_faq, ("collect_info", "escalate_human")),
     (route_after_collect, ("resolve", "escalate_human")),
@@ -28,20 +29,24 @@ NODES = ("classify_intent", "handle_faq", "collect_info", "escalate_human", "res
 
 
 @pytest.mark.parametrize(("route", "allowed"), ROUTES, ids=lambda v: getattr(v, "__name__", ""))
-def test_routes_follow_next_node(route: Callable[[Any], str], allowed: tuple[str, ...]) -> None:
+def test_routes_follow_next_node(
+    route: Callable[[Any], Awaitable[str]], allowed: tuple[str, ...]
+) -> None:
     for target in allowed:
-        assert route({"next_node": target}) == target
-    assert route({"next_node": "end"}) == END
+        assert asyncio.run(route({"next_node": target})) == target
+    assert asyncio.run(route({"next_node": "end"})) == END
 
 
 @pytest.mark.parametrize(("route", "allowed"), ROUTES, ids=lambda v: getattr(v, "__name__", ""))
-def test_impossible_next_node_raises(route: Callable[[Any], str], allowed: tuple[str, ...]) -> None:
+def test_impossible_next_node_raises(
+    route: Callable[[Any], Awaitable[str]], allowed: tuple[str, ...]
+) -> None:
     impossible = [n for n in NODES if n not in allowed] + ["nowhere", None]
     for target in impossible:
         with pytest.raises(ValueError, match="impossible route"):
-            route({"next_node": target})
+            asyncio.run(route({"next_node": target}))
     with pytest.raises(ValueError, match="impossible route"):
-        route({})
+        asyncio.run(route({}))
 
 
 def test_recent_messages_keeps_the_last_window() -> None:
