@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
-import pytest
 
+from tests.utils.ci import require
 from tests.utils.servers import free_port
 
 
@@ -38,11 +38,7 @@ def _bindir() -> Path | None:
 
 def _require(condition: bool, message: str) -> None:
     """Fail under CI (the fault tests must run there), skip on a laptop without PostgreSQL."""
-    if condition:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message + " (CI=true: the fault tests must run)", pytrace=False)
-    pytest.skip(message)
+    require(condition, message, needed_by="the fault tests")
 
 
 class Cluster:

@@ -14,6 +14,7 @@ import pytest
 
 from supportgraph.settings import Settings
 from tests.utils.chat import app_of
+from tests.utils.ci import require
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -52,12 +53,12 @@ def redis_up(url: str = REDIS_URL) -> bool:
 
 def require_redis() -> None:
     """Fail under CI when Redis is missing (``.ci/run`` starts it); skip only off CI."""
-    if redis_up():
-        return
-    message = f"Redis is not reachable at {REDIS_URL}"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message + " (CI=true: the Redis tests must run)", pytrace=False)
-    pytest.skip(message + " (set TEST_REDIS_URL)")
+    require(
+        redis_up(),
+        f"Redis is not reachable at {REDIS_URL}",
+        needed_by="the Redis tests",
+        hint="set TEST_REDIS_URL",
+    )
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ from contextlib import contextmanager
 from urllib.parse import quote
 
 import psycopg
-import pytest
+
+from tests.utils.ci import require
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -31,12 +32,12 @@ def postgres_available() -> bool:
 
 def require_postgres() -> None:
     """Fail loudly under CI when PostgreSQL is missing; skip only on a developer's laptop."""
-    if postgres_available():
-        return
-    message = f"PostgreSQL is not reachable at {base_url()}"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(message + " (CI=true: the PostgreSQL tests must run)", pytrace=False)
-    pytest.skip(message + " (set TEST_DATABASE_URL)")
+    require(
+        postgres_available(),
+        f"PostgreSQL is not reachable at {base_url()}",
+        needed_by="the PostgreSQL tests",
+        hint="set TEST_DATABASE_URL",
+    )
 
 
 @contextmanager
