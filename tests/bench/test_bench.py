@@ -138,3 +138,23 @@ def test_machine_busy_cores_counts_a_busy_core() -> None:
     cores = busy_cores(before, machine_cpu())
     assert 0.5 <= cores <= (os.cpu_count() or 1) + 0.01
     assert busy_cores(before, before) == 0.0
+
+
+def test_profile_folds_busy_samples_by_package_and_by_our_function() -> None:
+    from bench.profile import fold
+
+    raw = "\n".join(
+        [
+            "<module> (x:1);Runner.run (asyncio/runners.py:118) 50",
+            "<module> (x:1);turn (supportgraph/service.py:170);run (onnxruntime/capi/s.py:4) 30",
+            "<module> (x:1);chat (api/routes/support.py:40);search (supportgraph/retrieval.py:9);"
+            "get_scores (bm25s/__init__.py:600) 10",
+            "_connection_worker_thread (aiosqlite/core.py:59) 40",
+            "_connection_worker_thread (aiosqlite/core.py:63) 5",
+            "not a stack line",
+        ]
+    )
+    busy, packages, ours = fold(raw)
+    assert busy == 45, "idle loop and idle worker thread are left out"
+    assert packages == {"onnxruntime": 30, "bm25s": 10, "aiosqlite": 5}
+    assert ours == {"turn (supportgraph/service.py)": 30, "search (supportgraph/retrieval.py)": 10}
