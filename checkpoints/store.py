@@ -782,6 +782,8 @@ class PostgresStore(Store):
         never sees a smaller id appear later (``Last-Event-ID`` resume would skip it).
         """
         now = _now()
+        if not outbox:
+            return await self._append_event_alone(session_id, kind, audience, data, now)
 
         async def attempt() -> int:
             async with self.pool.connection() as conn, conn.transaction():
@@ -799,6 +801,32 @@ class PostgresStore(Store):
                     "SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{event_id} {session_id}")
                 )
             return event_id
+
+        async with unavailable_as_domain_error():
+            return await retry_once(attempt, repeatable=False, what="event")
+
+    async def _append_event_alone(
+        self, session_id: str, kind: str, audience: str, data: dict[str, Any], now: datetime
+    ) -> int:
+        """An event with no webhook deliveries: lock, insert and NOTIFY as one statement.
+
+        Its own transaction, as the five round trips of the general case were (BEGIN, lock,
+        insert, notify, COMMIT): the row is inserted from the lock's row, so the lock is held
+        before the id is drawn and until the commit.
+        """
+
+        async def attempt() -> int:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    "WITH locked AS (SELECT pg_advisory_xact_lock(hashtext('sg_events'))),"
+                    " added AS (INSERT INTO sg_events (session_id, kind, audience, data,"
+                    " created_at) SELECT %s, %s, %s, %s::jsonb, %s FROM locked RETURNING id)"
+                    " SELECT id, pg_notify(%s, id::text || ' ' || %s) FROM added",
+                    (session_id, kind, audience, json.dumps(data), now)
+                    + (EVENTS_CHANNEL, session_id),
+                )
+                row = await cur.fetchone()
+            return int(row["id"])  # type: ignore[index]
 
         async with unavailable_as_domain_error():
             return await retry_once(attempt, repeatable=False, what="event")
