@@ -24,7 +24,7 @@ from api.schemas import (
     SESSION_ID_PATTERN,
 )
 from supportgraph.handoff import BadCursor, HandoffService, decode_cursor
-from supportgraph.service import SupportService
+from supportgraph.service import SupportService, TokenRevoked
 
 _bearer = HTTPBearer(auto_error=False, description="The session token from the first chat reply.")
 
@@ -44,12 +44,18 @@ TokensDep = Annotated[SessionTokens, Depends(get_tokens)]
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-async def token_session(
-    credentials: Credentials, tokens: TokensDep, service: ServiceDep
-) -> str | None:
-    """The session id the bearer token is bound to; None without a token; 401 if invalid.
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a valid session token says: its session and when it was issued."""
 
-    A token issued before the session revoked its tokens is invalid too.
+    session_id: str
+    issued_us: int
+
+
+async def token_claims(credentials: Credentials, tokens: TokensDep) -> TokenClaims | None:
+    """The bearer token's claims (signature and expiry checked); None without a token; 401 if
+    invalid. Whether the session revoked it since is for the caller to check: the chat does
+    so under the session's lock, with the row it reads there anyway.
     """
     if credentials is None:
         return None
@@ -59,12 +65,23 @@ async def token_session(
         raise HTTPException(
             401, "invalid or expired session token", headers={"WWW-Authenticate": "Bearer"}
         ) from exc
-    row = await service.store.get_session(session_id)
-    if row is not None and issued_us < row.tokens_valid_after:
-        raise HTTPException(
-            401, "this session token was revoked", headers={"WWW-Authenticate": "Bearer"}
-        )
-    return session_id
+    return TokenClaims(session_id, issued_us)
+
+
+Claims = Annotated[TokenClaims | None, Depends(token_claims)]
+
+
+async def token_session(claims: Claims, service: ServiceDep) -> str | None:
+    """The session id the bearer token is bound to; None without a token; 401 if invalid.
+
+    A token issued before the session revoked its tokens is invalid too.
+    """
+    if claims is None:
+        return None
+    row = await service.store.get_session(claims.session_id)
+    if row is not None and claims.issued_us < row.tokens_valid_after:
+        raise HTTPException(401, TokenRevoked.MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+    return claims.session_id
 
 
 TokenSession = Annotated[str | None, Depends(token_session)]

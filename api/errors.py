@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorResponse
 from checkpoints import StoreUnavailable
-from supportgraph.service import SessionNotFound, TurnLimitReached
+from supportgraph.service import SessionNotFound, TokenRevoked, TurnLimitReached
 
 log = logging.getLogger("supportgraph.api")
 
@@ -102,6 +102,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SessionNotFound)
     async def _not_found(_: Request, exc: SessionNotFound) -> JSONResponse:
         return error_response(404, "session not found")
+
+    @app.exception_handler(TokenRevoked)
+    async def _revoked(_: Request, exc: TokenRevoked) -> JSONResponse:
+        return error_response(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(TurnLimitReached)
     async def _turn_limit(_: Request, exc: TurnLimitReached) -> JSONResponse:

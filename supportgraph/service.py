@@ -41,6 +41,16 @@ class SessionBusy(RuntimeError):
         self.retry_after = retry_after
 
 
+class TokenRevoked(PermissionError):
+    """The session revoked the token this message came with (after it was issued)."""
+
+    MESSAGE = "this session token was revoked"
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(self.MESSAGE)
+        self.session_id = session_id
+
+
 class TurnLimitReached(RuntimeError):
     """The session has taken its lifetime number of customer messages (abuse bound)."""
 
@@ -150,12 +160,16 @@ class SupportService:
             raise SessionNotFound(session_id)
         return row
 
-    async def turn(self, session_id: str, message: str) -> TurnResult:
+    async def turn(
+        self, session_id: str, message: str, *, token_issued_us: int | None = None
+    ) -> TurnResult:
         """Run one customer turn: store the message, run the graph, store the reply.
 
         Card numbers and other secrets in the message are masked first, so the transcript,
         the events, the checkpoints and the model only ever see the masked text; the reply
-        then tells the customer what was removed and why.
+        then tells the customer what was removed and why. ``token_issued_us``: when the
+        customer's token was issued; a token the session revoked since raises
+        :class:`TokenRevoked` before anything is stored.
         """
         redaction = redact_secrets(message)
         message = redaction.text
@@ -164,6 +178,8 @@ class SupportService:
             await self.require(session_id)
         async with self._turn_lock(session_id):
             before = await self.require(session_id)
+            if token_issued_us is not None and token_issued_us < before.tokens_valid_after:
+                raise TokenRevoked(session_id)
             if self.max_turns is not None and before.turns >= self.max_turns:
                 # Checked under the session lock, so concurrent posts cannot overshoot it.
                 raise TurnLimitReached(

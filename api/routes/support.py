@@ -6,10 +6,10 @@ from fastapi import APIRouter
 
 from api.deps import (
     CREDENTIALS_OPTIONAL,
+    Claims,
     OwnedSession,
     ServiceDep,
     TokensDep,
-    TokenSession,
     authorize,
 )
 from api.errors import ERROR_RESPONSES, documented
@@ -31,16 +31,19 @@ router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESP
     ),
 )
 async def chat(
-    body: ChatRequest, service: ServiceDep, tokens: TokensDep, token_session: TokenSession
+    body: ChatRequest, service: ServiceDep, tokens: TokensDep, claims: Claims
 ) -> ChatResponse:
     """Send a customer message; without ``session_id`` a new session starts."""
+    issued_us = None
     if body.session_id is None:
         session_id = await service.new_session()
     else:
-        authorize(body.session_id, token_session)
+        authorize(body.session_id, claims.session_id if claims else None)
         session_id = body.session_id
+        # A revoked token is refused under the session's lock, with the row read there.
+        issued_us = claims.issued_us if claims else None
     session_id_var.set(session_id)
-    result = await service.turn(session_id, body.message)
+    result = await service.turn(session_id, body.message, token_issued_us=issued_us)
     return ChatResponse(
         session_id=session_id,
         session_token=tokens.issue(session_id),
