@@ -1,11 +1,12 @@
 """Where a turn's CPU goes: py-spy samples the real service while it serves turns.
 
-Starts ``supportgraph serve`` (offline mode) as its own process, drives FAQ turns (or turns
-in sessions a person has: ``--escalated``) over HTTP at the given concurrency, as
-``bench/throughput.py`` does, and records the worker with py-spy meanwhile::
+Starts ``supportgraph serve`` as its own process (offline mode, or ``--llm``: the stub
+OpenAI-compatible endpoint that answers at once), drives FAQ turns (or turns in sessions a
+person has: ``--escalated``) over HTTP at the given concurrency, as ``bench/throughput.py``
+does, and records the worker with py-spy meanwhile::
 
     .venv/bin/python -m bench.profile [--backend sqlite|postgres] [--seconds 20]
-        [--concurrency 32] [--escalated] [--out reports/bench]
+        [--concurrency 32] [--escalated] [--llm] [--out reports/bench]
 
 It prints the share of the worker's busy samples by package (the innermost frame) and by
 the service's own function (the innermost frame in this repository), beside turns/s and
@@ -40,6 +41,7 @@ from bench.common import (
     postgres_schema,
     running,
     serve_args,
+    start_stub_model,
     table,
     write_json,
 )
@@ -47,6 +49,7 @@ from bench.common import (
 #: Innermost frames of a thread that waits (the event loop's poll, an idle worker thread).
 IDLE_LEAVES = ("Runner.run ", "_worker ", "Condition.wait ", "Event.wait ", "Queue.get ")
 OWN_CODE = ("supportgraph/", "nodes/", "api/", "checkpoints/", "graphs/")
+NOT_OURS = "(none: the event loop, the framework or a library)"
 TOP = 15
 
 
@@ -71,9 +74,9 @@ def fold(raw: str) -> tuple[int, Counter[str], Counter[str]]:
         busy += n
         where = leaf.partition("(")[2]
         packages[where.split("/")[0].split(":")[0] or "?"] += n
-        own = [f for f in frames if any(f"({p}" in f for p in OWN_CODE)]
-        if own:
-            ours[own[-1].split(":")[0] + ")"] += n
+        # The CLI's ``serve`` starts the server: below it, frames of ours or none.
+        own = [f for f in frames if any(f"({p}" in f for p in OWN_CODE) and "/cli.py:" not in f]
+        ours[own[-1].split(":")[0] + ")" if own else NOT_OURS] += n
     return busy, packages, ours
 
 
@@ -89,15 +92,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--escalated", action="store_true", help="sessions a person has")
+    parser.add_argument("--llm", action="store_true", help="the stub model instead of offline")
     parser.add_argument("--out", type=Path, default=REPO / "reports" / "bench")
     args = parser.parse_args(argv)
-    kind = "escalated" if args.escalated else "faq"
+    kind = ("escalated" if args.escalated else "faq") + ("-llm" if args.llm else "")
     stem = f"profile-{args.backend}-{kind}-c{args.concurrency}"
     info = machine()
     console.print(info)
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        env = base_env()
+        env = base_env(**(start_stub_model(stack, workdir) if args.llm else {}))
         if args.backend == "postgres":
             env["SUPPORTGRAPH_DATABASE_URL"] = stack.enter_context(postgres_schema())
         else:

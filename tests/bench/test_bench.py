@@ -157,4 +157,8 @@ def test_profile_folds_busy_samples_by_package_and_by_our_function() -> None:
     busy, packages, ours = fold(raw)
     assert busy == 45, "idle loop and idle worker thread are left out"
     assert packages == {"onnxruntime": 30, "bm25s": 10, "aiosqlite": 5}
-    assert ours == {"turn (supportgraph/service.py)": 30, "search (supportgraph/retrieval.py)": 10}
+    assert ours == {
+        "turn (supportgraph/service.py)": 30,
+        "search (supportgraph/retrieval.py)": 10,
+        "(none: the event loop, the framework or a library)": 5,
+    }
