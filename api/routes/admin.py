@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Path, Request, Response
 
-from api.deps import Credentials, ServiceDep, TokensDep, authorize, token_session
+from api.deps import Credentials, ServiceDep, TokensDep, authorize, token_claims, token_session
 from api.errors import ERROR_RESPONSES
 from api.schemas import SESSION_ID_PATTERN
 from supportgraph.logs import session_id_var
@@ -39,7 +39,8 @@ async def deleting_actor(
     """Who deletes: the admin token's holder, or the holder of the session's own token."""
     if is_admin(request, credentials):
         return "admin"
-    authorize(session_id, await token_session(credentials, tokens, service))
+    claims = await token_claims(credentials, tokens)
+    authorize(session_id, await token_session(claims, service))
     return "customer"
 
 
