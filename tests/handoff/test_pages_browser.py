@@ -7,7 +7,6 @@ Screenshots of both pages go to ``artifacts/``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from supportgraph.settings import PROJECT_ROOT
 from tests.handoff.helpers import agent_token, live_server
+from tests.utils.ci import require
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [
@@ -39,11 +39,7 @@ def require_browser() -> None:
         missing = "Playwright for Python (pip install -e '.[dev]')"
     else:
         missing = "" if CHROMIUM.exists() else f"{CHROMIUM} (apt-get install -y chromium)"
-    if not missing:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{missing} is needed for the browser test (CI=true)", pytrace=False)
-    pytest.skip(f"{missing} is not installed")
+    require(not missing, f"{missing} is not installed", needed_by="the browser test")
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ from supportgraph.local.intents import (
     default_embedder,
     threshold_from_scores,
 )
+from tests.utils.ci import require
 
 PACK = {
     "order_status": [
@@ -292,8 +293,12 @@ def _shared_data() -> Path:
 def clinc_sample() -> dict[str, list]:
     """Fifteen CLINC150 intents: 15 examples each, a third of their test queries, 84 OOS."""
     path = _shared_data() / "clinc150" / "data_full.json"
-    if not path.is_file():
-        pytest.skip(f"CLINC150 data not found at {path}")
+    require(
+        path.is_file(),
+        f"CLINC150 data not found at {path}",
+        needed_by="the CLINC150 accuracy test",
+        hint="put ../shared beside the repository",
+    )
     data = json.loads(path.read_text())
     names = sorted({intent for _, intent in data["train"]})[::10]
     train = {n: [t for t, i in data["train"] if i == n][:15] for n in names}
