@@ -15,14 +15,14 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)  ## start the service on 127.0.0.1:8000 (SQLite, offline mode)
 	$(BIN)/supportgraph serve
 
-test: $(STAMP)  ## lint, then the whole test suite (needs PostgreSQL; see TEST_DATABASE_URL)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+test: lint  ## lint, layers and types, then the whole test suite (needs PostgreSQL; see TEST_DATABASE_URL)
 	$(BIN)/python -m pytest
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, the import-linter contracts (pyproject.toml), mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

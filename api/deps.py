@@ -23,8 +23,8 @@ from api.schemas import (
     EVENT_ID_PATTERN,
     SESSION_ID_PATTERN,
 )
-from supportgraph.handoff import BadCursor, HandoffService, decode_cursor
-from supportgraph.service import SupportService, TokenRevoked
+from supportgraph.app.handoff import BadCursor, HandoffService, decode_cursor
+from supportgraph.app.service import SupportService
 
 _bearer = HTTPBearer(auto_error=False, description="The session token from the first chat reply.")
 
@@ -78,9 +78,7 @@ async def token_session(claims: Claims, service: ServiceDep) -> str | None:
     """
     if claims is None:
         return None
-    row = await service.store.get_session(claims.session_id)
-    if row is not None and claims.issued_us < row.tokens_valid_after:
-        raise HTTPException(401, TokenRevoked.MESSAGE, headers={"WWW-Authenticate": "Bearer"})
+    await service.authorize_token(claims.session_id, claims.issued_us)
     return claims.session_id
 
 
@@ -112,6 +110,8 @@ class Caller:
 
     session_id: str | None = None
     """The session the token is bound to."""
+    issued_us: int | None = None
+    """When the token was issued (µs since epoch)."""
     customer_id: str | None = None
     """The company's own id for its customer (server API key callers)."""
 
@@ -165,6 +165,40 @@ async def customer_caller(
 CustomerCaller = Annotated[Caller | None, Depends(customer_caller)]
 
 
+async def chat_caller(
+    request: Request,
+    claims: Claims,
+    api_key: ApiKey,
+    customer_id: CustomerIdHeader = None,
+) -> Caller | None:
+    """The caller of a chat post; None when there are no credentials at all.
+
+    Whether the session revoked the token is checked by the turn itself, under the session's
+    lock, so a rotation that lands while a message waits for its turn is honoured too.
+    """
+    if api_key is not None:
+        return Caller(customer_id=_acting_for(request, api_key, customer_id))
+    if claims is not None:
+        return Caller(session_id=claims.session_id, issued_us=claims.issued_us)
+    return None
+
+
+ChatCaller = Annotated[Caller | None, Depends(chat_caller)]
+
+
+async def chat_session(
+    service: SupportService, session_id: str | None, caller: Caller | None
+) -> tuple[str, int | None]:
+    """The session a chat message goes to (a new one without ``session_id``, for a server
+    key's customer), and when the caller's token was issued (``None``: a server key or a
+    new session)."""
+    if session_id is None:
+        customer = caller.customer_id if caller else None
+        return await service.new_session(customer_id=customer), None
+    await authorize_caller(service, session_id, caller)
+    return session_id, caller.issued_us if caller else None
+
+
 async def server_customer(
     request: Request, api_key: ApiKey, customer_id: CustomerIdHeader = None
 ) -> str:
@@ -189,8 +223,7 @@ async def authorize_caller(service: SupportService, session_id: str, caller: Cal
     if caller is None or caller.customer_id is None:
         authorize(session_id, caller.session_id if caller else None)
         return
-    row = await service.store.get_session(session_id)
-    if row is None or row.customer_id != caller.customer_id:
+    if not await service.belongs_to(session_id, caller.customer_id):
         raise HTTPException(404, "session not found")
 
 

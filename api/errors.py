@@ -12,8 +12,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.schemas import ErrorResponse
-from checkpoints import StoreUnavailable
-from supportgraph.service import SessionNotFound, TokenRevoked, TurnLimitReached
+from supportgraph.app.handoff import BadCursor, ClaimConflict, NotEscalated
+from supportgraph.app.service import SessionBusy, SessionNotFound, TokenRevoked, TurnLimitReached
+from supportgraph.domain.ports import StoreUnavailable
 
 log = logging.getLogger("supportgraph.api")
 
@@ -106,6 +107,26 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TokenRevoked)
     async def _revoked(_: Request, exc: TokenRevoked) -> JSONResponse:
         return error_response(401, str(exc), headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(SessionBusy)
+    async def _busy(_: Request, exc: SessionBusy) -> JSONResponse:
+        # A turn of the session runs and the busy policy is ``reject``.
+        return error_response(
+            409,
+            "a message of this session is being answered; send this one after it",
+            code="session_busy",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
+
+    @app.exception_handler(ClaimConflict)
+    @app.exception_handler(NotEscalated)
+    async def _conflict(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(409, str(exc))
+
+    @app.exception_handler(BadCursor)
+    async def _cursor(_: Request, exc: BadCursor) -> JSONResponse:
+        details = [{"field": "query.cursor", "message": str(exc), "type": "bad_cursor"}]
+        return error_response(422, str(exc), details=details)
 
     @app.exception_handler(TurnLimitReached)
     async def _turn_limit(_: Request, exc: TurnLimitReached) -> JSONResponse:

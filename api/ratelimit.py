@@ -163,13 +163,17 @@ def _storage(settings: Settings) -> Storage:
     """The counters' storage: this process's memory, or Redis (bounded round trips)."""
     uri = settings.rate_limit_storage
     if uri.startswith("memory://"):
-        return storage_from_string("async+memory://")
-    return storage_from_string(
-        f"async+{uri}",
-        key_prefix=settings.rate_limit_key_prefix,
-        connect_timeout=REDIS_TIMEOUT,
-        stream_timeout=REDIS_TIMEOUT,
-    )
+        storage = storage_from_string("async+memory://")
+    else:
+        storage = storage_from_string(
+            f"async+{uri}",
+            key_prefix=settings.rate_limit_key_prefix,
+            connect_timeout=REDIS_TIMEOUT,
+            stream_timeout=REDIS_TIMEOUT,
+        )
+    if not isinstance(storage, Storage):  # an "async+" scheme always gives the async kind
+        raise TypeError(f"{uri!r} did not give an asyncio storage")
+    return storage
 
 
 def _limits(request: Request) -> RateLimits:

@@ -6,6 +6,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from supportgraph.app.service import TurnResult
+from supportgraph.domain.types import Citation, Escalation, Role, Status, Usage
+
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,128}$"
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9._:@-]{1,128}$"
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,398}={0,2}$"
@@ -19,8 +22,6 @@ NO_NUL_PATTERN = r"^[^\x00]*$"
 """Text without NUL characters (PostgreSQL cannot store them)."""
 TEXT_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 """Text that is not blank and has no NUL: what ``_text`` accepts, stated for the schema."""
-
-Status = Literal["active", "awaiting_info", "escalated", "resolved"]
 
 
 def _text(value: str, field: str) -> str:
@@ -57,24 +58,6 @@ class ChatRequest(BaseModel):
         return _text(value, "message")
 
 
-class Citation(BaseModel):
-    """An FAQ entry the reply used."""
-
-    id: str
-    title: str
-
-
-class Usage(BaseModel):
-    """Model use in this turn."""
-
-    llm_calls: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    degraded: int = Field(
-        default=0, description="Model calls that failed and fell back to local mode."
-    )
-
-
 class ChatResponse(BaseModel):
     """The bot's answer to one message."""
 
@@ -85,29 +68,32 @@ class ChatResponse(BaseModel):
     status: Status
     citations: list[Citation]
     route: list[str] = Field(description="The graph nodes this turn ran, in order.")
-    usage: Usage
+    usage: Usage = Field(
+        description="Model calls and tokens of this turn; `degraded` counts model calls that"
+        " failed (or were over the turn's budget) and fell back to the local mode."
+    )
+
+
+def chat_response(token: str, result: TurnResult) -> ChatResponse:
+    """The body of a chat answer (the same for the plain and the streamed route)."""
+    return ChatResponse(
+        session_id=result.session_id,
+        session_token=token,
+        reply=result.reply,
+        intent=result.intent,
+        status=result.status,
+        citations=result.citations,
+        route=list(result.route),
+        usage=result.usage,
+    )
 
 
 class TranscriptMessage(BaseModel):
     """One line of the transcript."""
 
-    role: Literal["customer", "assistant", "agent"]
+    role: Role
     content: str
     created_at: str
-
-
-class EscalationOut(BaseModel):
-    """The hand-off packet."""
-
-    model_config = ConfigDict(extra="allow")
-
-    reason: str
-    detail: str = ""
-    summary: str = ""
-    intent: str | None = None
-    slots: dict[str, str] = Field(default_factory=dict)
-    tried: list[str] = Field(default_factory=list)
-    at: str | None = None
 
 
 class SessionResponse(BaseModel):
@@ -118,7 +104,7 @@ class SessionResponse(BaseModel):
     intent: str | None
     pack_version: str
     slots: dict[str, str]
-    escalation: EscalationOut | None
+    escalation: Escalation | None = Field(description="The hand-off packet.")
     messages: list[TranscriptMessage]
 
 
@@ -225,7 +211,7 @@ class AgentTranscriptMessage(BaseModel):
     """One transcript line, with the agent who wrote it."""
 
     id: int
-    role: Literal["customer", "assistant", "agent"]
+    role: Role
     content: str
     created_at: str
     author: str | None = None
@@ -263,7 +249,7 @@ class ConversationOut(BaseModel):
     created_at: str
     updated_at: str
     slots: dict[str, str]
-    escalation: EscalationOut | None = Field(description="The hand-off packet.")
+    escalation: Escalation | None = Field(description="The hand-off packet.")
     summary: str
     messages: list[AgentTranscriptMessage]
     notes: list[Note]

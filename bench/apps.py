@@ -14,6 +14,7 @@ Configuration comes from the ``SUPPORTGRAPH_*`` environment, as for the service.
 
 from __future__ import annotations
 
+import inspect
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from langgraph.runtime import Runtime
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
@@ -32,6 +34,7 @@ from checkpoints import open_persistence
 from graphs import support
 from graphs.state import SupportState, TurnInput, TurnOutput
 from nodes.context import SupportContext
+from supportgraph import wiring
 from supportgraph.settings import Settings
 
 
@@ -49,15 +52,15 @@ def _stock_state() -> type:
     return TypedDict("StockState", hints, total=False)  # type: ignore[operator]
 
 
-def stock_builder() -> StateGraph:
+def stock_builder() -> StateGraph[Any, SupportContext, TurnInput, TurnOutput]:
     """The support graph's nodes and routing on the stock state."""
     state = _stock_state()
-    builder = StateGraph(
+    builder: StateGraph[Any, SupportContext, TurnInput, TurnOutput] = StateGraph(
         state, context_schema=SupportContext, input_schema=TurnInput, output_schema=TurnOutput
     )
-    for name in support.NODES:
+    for node in support.NODES:
         # Each node reads the stock state (its annotation names the windowed one).
-        builder.add_node(name, getattr(support, name), input_schema=state)
+        builder.add_node(node.__name__, node, input_schema=state)
     builder.add_edge(START, "classify_intent")
     for source, route in (
         ("classify_intent", support.route_after_classify),
@@ -70,10 +73,12 @@ def stock_builder() -> StateGraph:
     return builder
 
 
-def _plain(route: Callable[[Any], Awaitable[str]]) -> Callable[[Any], Awaitable[str]]:
-    """The routing function without its annotation (which names the windowed state)."""
+def _plain(route: Callable[..., Awaitable[str]]) -> Callable[..., Awaitable[str]]:
+    """The routing function without its annotations (which name the windowed state)."""
 
-    async def plain(state: Any) -> str:
+    async def plain(state: Any, runtime: Runtime[SupportContext]) -> str:
+        if "runtime" in inspect.signature(route).parameters:
+            return await route(state, runtime)
         return await route(state)
 
     return plain
@@ -126,7 +131,7 @@ def stock_app() -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with stock_saver(settings) as saver:
-            app.state.context = SupportContext.from_settings(settings)
+            app.state.context = wiring.support_context(settings)
             app.state.graph = stock_builder().compile(checkpointer=saver)
             yield
 

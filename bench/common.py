@@ -497,8 +497,8 @@ async def escalated_step(client: Chat, i: int) -> int:
     return status
 
 
-async def health_step(client: Connection, _: int) -> int:
-    """``GET /health`` (the bare endpoint in the same server)."""
+async def health_step(client: Connection, turn: int) -> int:
+    """``GET /health`` (the bare endpoint in the same server); ``turn`` is not used."""
     status, _, _ = await client.request("GET", "/health")
     return status
 

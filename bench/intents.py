@@ -98,7 +98,7 @@ class Method:
     """One classifier under test: the offline one (with or without embeddings) or the baseline."""
 
     name: str
-    intents: Any = None  # the supportgraph.local.intents module; None for the baseline
+    intents: Any = None  # the supportgraph.domain.local.intents module; None for the baseline
     embedder: Any = None
 
     def fit(self, examples: Mapping[str, Sequence[str]]) -> Predictor:
@@ -206,7 +206,7 @@ def _methods(console: Console) -> list[Method]:
 def _import_intents() -> Any:
     if importlib.util.find_spec("supportgraph") is None:
         sys.path.insert(0, str(REPO))
-    from supportgraph.local import intents
+    from supportgraph.domain.local import intents
 
     return intents
 

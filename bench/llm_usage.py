@@ -100,7 +100,7 @@ async def main(json_path: Path | None) -> None:
             order["email"],
         ],
     }
-    scripts = {"FAQ turn": faq, "order status (3 turns)": orders}
+    scripts: dict[str, dict[str, Any] | None] = {"FAQ turn": faq, "order status (3 turns)": orders}
     table = Table(title="LLM calls and tokens per turn (stubbed model; offline baseline)")
     for col in (
         "conversation",

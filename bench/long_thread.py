@@ -238,7 +238,9 @@ def run_backend(
 def report(results: dict[str, dict[str, Trace]], turns: int) -> dict[str, Any]:
     """Print the tables; return the figures and the targets."""
     late = late_turn(turns)
-    rows, targets, figures = [], [], {}
+    rows: list[list[Any]] = []
+    targets: list[dict[str, Any]] = []
+    figures: dict[str, Any] = {}
     for backend, apps in results.items():
         figures[backend] = {app: trace.summary(turns) for app, trace in apps.items()}
         for app, trace in apps.items():

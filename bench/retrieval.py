@@ -2,7 +2,7 @@
 
 It writes a pack whose FAQ has 10,000 generated articles (Zipf-distributed words around
 per-article topics), loads it as the service does, and measures the BM25 index
-(``supportgraph.retrieval.FaqIndex``) built from scratch, built and cached on disk (first
+(``supportgraph.domain.retrieval.FaqIndex``) built from scratch, built and cached on disk (first
 start), and loaded from that cache (every later start), then query latency over 2,000
 queries beside a naive same-run baseline (a linear scan scoring the overlap of stemmed
 words with every article)::
@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import REPO, bar, console, machine, percentile, ratio, table, verdict, write_json
-from supportgraph.pack import FaqEntry, load_pack
-from supportgraph.retrieval import FaqIndex, _document, _tokenize
+from supportgraph.domain.loader import load_pack
+from supportgraph.domain.pack import FaqEntry
+from supportgraph.domain.retrieval import FaqIndex, _document, _tokenize
 
 STORE = REPO / "packs" / "store"
 SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "ta", "vo", "zi", "pe", "su", "do", "ri", "an", "el")

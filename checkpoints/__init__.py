@@ -19,37 +19,26 @@ from weakref import WeakKeyDictionary
 import aiosqlite
 import psycopg
 from langgraph.checkpoint.base import BaseCheckpointSaver
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from checkpoints.retry import RetryingPostgresSaver
+from checkpoints.retention import Retention, retention_for
+from checkpoints.savers import PostgresSaver, SqliteSaver
 from checkpoints.serde import strict_serializer
-from checkpoints.store import (
-    PostgresStore,
-    SqliteStore,
-    Store,
-    StoreUnavailable,
-    unavailable_as_domain_error,
-)
+from checkpoints.store import Pool, PostgresStore, SqliteStore, SqlStore
+from supportgraph.domain.ports import StoreUnavailable
 
-__all__ = [
-    "Persistence",
-    "Store",
-    "StoreUnavailable",
-    "open_persistence",
-    "unavailable_as_domain_error",
-]
+__all__ = ["Persistence", "open_persistence"]
 
 
 @dataclass
 class Persistence:
-    """A checkpoint saver and our own tables, on one database."""
+    """A checkpoint saver, our own tables and their retention, on one database."""
 
-    saver: BaseCheckpointSaver
-    store: Store
+    saver: BaseCheckpointSaver[Any]
+    store: SqlStore
+    retention: Retention
     backend: str
 
 
@@ -89,11 +78,13 @@ async def _sqlite(path: Path) -> AsyncIterator[Persistence]:
         await conn.execute("PRAGMA synchronous=NORMAL")
         await conn.execute("PRAGMA foreign_keys=ON")
         await conn.execute("PRAGMA busy_timeout=5000")
-        saver = AsyncSqliteSaver(conn, serde=strict_serializer())
+        saver = SqliteSaver(conn, serde=strict_serializer())
         await saver.setup()
         store = SqliteStore(conn)
         await store.migrate()
-        yield Persistence(saver=saver, store=store, backend="sqlite")
+        yield Persistence(
+            saver=saver, store=store, retention=retention_for(store), backend="sqlite"
+        )
     finally:
         await conn.close()
 
@@ -124,11 +115,13 @@ async def _postgres(
         await pool.close()
         raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
     try:
-        saver = RetryingPostgresSaver(pool, serde=strict_serializer())  # type: ignore[arg-type]
+        saver = PostgresSaver(pool, serde=strict_serializer())
         await _setup_once(pool, saver)
-        store = PostgresStore(pool)
+        store = PostgresStore(pool, url)
         await store.migrate()
-        yield Persistence(saver=saver, store=store, backend="postgres")
+        yield Persistence(
+            saver=saver, store=store, retention=retention_for(store), backend="postgres"
+        )
     finally:
         await pool.close()
 
@@ -144,13 +137,13 @@ class _Freshness:
 
     def __init__(self, after: float = 2.0) -> None:
         self.after = after
-        self.returned: WeakKeyDictionary[AsyncConnection[Any], float] = WeakKeyDictionary()
+        self.returned: WeakKeyDictionary[AsyncConnection[DictRow], float] = WeakKeyDictionary()
 
-    async def reset(self, conn: AsyncConnection[Any]) -> None:
+    async def reset(self, conn: AsyncConnection[DictRow]) -> None:
         """Note when the connection came back to the pool."""
         self.returned[conn] = time.monotonic()
 
-    async def alive(self, conn: AsyncConnection[Any]) -> bool:
+    async def alive(self, conn: AsyncConnection[DictRow]) -> bool:
         """False if the connection is closed, or idle for a while and not answering."""
         if conn.closed or conn.broken:
             return False
@@ -163,7 +156,7 @@ class _Freshness:
         return True
 
 
-class _FreshPool(AsyncConnectionPool):
+class _FreshPool(AsyncConnectionPool[AsyncConnection[DictRow]]):
     """A pool that lends only connections that look alive, dropping dead ones at once.
 
     psycopg_pool's own ``check`` waits 1 s, then 2 s, 4 s... after each connection that fails
@@ -176,7 +169,7 @@ class _FreshPool(AsyncConnectionPool):
         self.freshness = _Freshness()
         super().__init__(*args, reset=self.freshness.reset, **kwargs)
 
-    async def getconn(self, timeout: float | None = None) -> AsyncConnection[Any]:
+    async def getconn(self, timeout: float | None = None) -> AsyncConnection[DictRow]:
         """A connection that looks alive; :class:`PoolTimeout` after ``timeout`` seconds."""
         limit = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + limit
@@ -195,7 +188,7 @@ class _FreshPool(AsyncConnectionPool):
             await self.putconn(conn)
 
 
-async def _setup_once(pool: AsyncConnectionPool, saver: AsyncPostgresSaver) -> None:
+async def _setup_once(pool: Pool, saver: PostgresSaver) -> None:
     """Run the saver's setup while no other replica runs it (it is not safe twice at once).
 
     The lock is polled, not awaited: a replica blocked in ``pg_advisory_lock`` would hold a

@@ -32,11 +32,11 @@ from psycopg import sql
 from checkpoints.store import (
     PostgresStore,
     SqliteStore,
-    Store,
-    StoreUnavailable,
-    pseudonym,
+    SqlStore,
     unavailable_as_domain_error,
 )
+from supportgraph.domain.pii import pseudonym
+from supportgraph.domain.ports import StoreUnavailable
 
 log = logging.getLogger("supportgraph.retention")
 
@@ -49,7 +49,7 @@ THREAD_COLUMNS = ("thread_id", "session_id")
 class Retention(ABC):
     """Trimming, deletion and space reclaim for one backend."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: SqlStore) -> None:
         self.store = store
 
     @abstractmethod
@@ -208,7 +208,7 @@ class PostgresRetention(Retention):
             row = await cur.fetchone()
             if row is None:
                 return 0
-            oldest = row["checkpoint_id"]  # type: ignore[call-overload]
+            oldest = row["checkpoint_id"]
             where = "thread_id = %s AND checkpoint_ns = '' AND checkpoint_id < %s"
             cur = await conn.execute(f"DELETE FROM checkpoints WHERE {where}", (thread_id, oldest))
             gone = cur.rowcount
@@ -243,7 +243,7 @@ class PostgresRetention(Retention):
                 " AND c.column_name = ANY(%s) ORDER BY c.table_name",
                 (list(THREAD_COLUMNS),),
             )
-            tables = [(r["tbl"], r["col"]) for r in await cur.fetchall()]  # type: ignore[call-overload]
+            tables = [(r["tbl"], r["col"]) for r in await cur.fetchall()]
             cur = await conn.execute(
                 "SELECT 1 FROM sg_sessions WHERE id = %s FOR UPDATE", (session_id,)
             )
@@ -268,7 +268,7 @@ class PostgresRetention(Retention):
         """Nothing to do: autovacuum makes deleted rows' space reusable."""
 
 
-def retention_for(store: Store) -> Retention:
+def retention_for(store: SqlStore) -> Retention:
     """The retention operations of the store's backend."""
     if isinstance(store, PostgresStore):
         return PostgresRetention(store)
@@ -287,7 +287,7 @@ class PruneReport:
 
 
 async def prune(
-    store: Store,
+    store: SqlStore,
     *,
     older_than: timedelta,
     keep: int,

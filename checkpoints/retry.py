@@ -20,19 +20,11 @@ raised as it is (the API answers 503).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import psycopg
 import psycopg_pool
-from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-)
-from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
 log = logging.getLogger("supportgraph.db")
 
@@ -82,51 +74,3 @@ def is_read(sql: str) -> bool:
     """Whether a statement only reads (a ``SELECT`` without a data-modifying clause)."""
     head = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
     return head == "SELECT" and " FOR UPDATE" not in sql.upper()
-
-
-class RetryingPostgresSaver(AsyncPostgresSaver):
-    """``AsyncPostgresSaver`` whose reads and upserts survive a connection lost a moment ago.
-
-    Every write of the saver is an upsert keyed by thread, namespace, checkpoint and task
-    (``ON CONFLICT``), so running one twice stores the same rows.
-    """
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        """The checkpoint, read again on a fresh connection if the first one was lost."""
-        return await retry_once(
-            lambda: super(RetryingPostgresSaver, self).aget_tuple(config),
-            repeatable=True,
-            what="checkpoint read",
-        )
-
-    async def aput(
-        self,
-        config: RunnableConfig,
-        checkpoint: Checkpoint,
-        metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:
-        """Store a checkpoint (an idempotent upsert)."""
-        return await retry_once(
-            lambda: super(RetryingPostgresSaver, self).aput(
-                config, checkpoint, metadata, new_versions
-            ),
-            repeatable=True,
-            what="checkpoint write",
-        )
-
-    async def aput_writes(
-        self,
-        config: RunnableConfig,
-        writes: Sequence[tuple[str, Any]],
-        task_id: str,
-        task_path: str = "",
-    ) -> None:
-        """Store a task's pending writes (an idempotent upsert)."""
-        await retry_once(
-            lambda: super(RetryingPostgresSaver, self).aput_writes(
-                config, writes, task_id, task_path
-            ),
-            repeatable=True,
-            what="checkpoint writes",
-        )

@@ -7,30 +7,41 @@ placeholders (translated for SQLite).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import secrets
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import aiosqlite
 import psycopg
 import psycopg_pool
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from checkpoints.migrations import MIGRATIONS_POSTGRES, MIGRATIONS_SQLITE
 from checkpoints.retry import connection_lost, is_read, retry_once
-
-
-class StoreUnavailable(RuntimeError):
-    """The database cannot be reached."""
+from supportgraph.domain.pii import pseudonym
+from supportgraph.domain.ports import StoreUnavailable
+from supportgraph.domain.types import (
+    Audience,
+    AuditEntry,
+    Delivery,
+    Event,
+    Message,
+    Note,
+    OutboxItem,
+    QueueEntry,
+    RequestRecord,
+    Role,
+    Session,
+    SessionFilter,
+    Status,
+)
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -58,76 +69,8 @@ async def unavailable_as_domain_error() -> AsyncIterator[None]:
         raise
 
 
-@dataclass(frozen=True)
-class SessionRow:
-    """A conversation's record."""
-
-    id: str
-    status: str
-    intent: str | None
-    pack_name: str
-    pack_version: str
-    turns: int
-    created_at: str
-    updated_at: str
-    customer_id: str | None = None
-    tokens_valid_after: int = 0
-    claimed_by: str | None = None
-    claimed_at: str | None = None
-    escalation_reason: str | None = None
-
-
-@dataclass(frozen=True)
-class MessageRow:
-    """One transcript line."""
-
-    id: int
-    role: str
-    content: str
-    created_at: str
-    author: str | None = None
-
-
-@dataclass(frozen=True)
-class EventRow:
-    """One entry of the event log live updates are served from."""
-
-    id: int
-    session_id: str
-    kind: str
-    audience: str
-    data: dict[str, Any]
-    created_at: str
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    """A webhook delivery to enqueue with an event."""
-
-    event_type: str
-    url: str
-    idempotency_key: str
-    payload: dict[str, Any]
-    expires_at: datetime
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    """A webhook delivery in the outbox."""
-
-    id: int
-    session_id: str | None
-    event_type: str
-    url: str
-    idempotency_key: str
-    payload: dict[str, Any]
-    status: str
-    attempts: int
-    created_at: str
-    expires_at: str
-    last_error: str | None
-    delivered_at: str | None
-
+Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
+"""A PostgreSQL pool whose connections return rows as dicts."""
 
 EVENTS_CHANNEL = "sg_events"
 """PostgreSQL NOTIFY channel: payload ``"<event id> <session id>"``, ids only."""
@@ -140,11 +83,6 @@ _OUTBOX_COLUMNS = (
     "id, session_id, event_type, url, idempotency_key, payload, status, attempts, created_at,"
     " expires_at, last_error, delivered_at"
 )
-
-
-def pseudonym(session_id: str) -> str:
-    """The id an audit record keeps instead of the session id (its SHA-256)."""
-    return hashlib.sha256(session_id.encode()).hexdigest()
 
 
 def _now() -> datetime:
@@ -163,8 +101,8 @@ def _json(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else json.loads(value)
 
 
-def _session_row(r: dict[str, Any]) -> SessionRow:
-    return SessionRow(
+def _session_row(r: dict[str, Any]) -> Session:
+    return Session(
         id=r["id"],
         status=r["status"],
         intent=r["intent"],
@@ -181,8 +119,8 @@ def _session_row(r: dict[str, Any]) -> SessionRow:
     )
 
 
-def _outbox_row(r: dict[str, Any]) -> OutboxRow:
-    return OutboxRow(
+def _outbox_row(r: dict[str, Any]) -> Delivery:
+    return Delivery(
         id=int(r["id"]),
         session_id=r["session_id"],
         event_type=r["event_type"],
@@ -198,8 +136,8 @@ def _outbox_row(r: dict[str, Any]) -> OutboxRow:
     )
 
 
-class Store(ABC):
-    """Sessions, transcript and requests, whatever the backend."""
+class SqlStore(ABC):
+    """Our tables (the :class:`~supportgraph.domain.ports.Store` port), whatever the backend."""
 
     backend: str
 
@@ -250,14 +188,14 @@ class Store(ABC):
             (session_id, self._ts(now), self._ts(now), pack_name, pack_version, customer_id),
         )
 
-    async def get_session(self, session_id: str) -> SessionRow | None:
+    async def get_session(self, session_id: str) -> Session | None:
         """The conversation's record, if it exists."""
         rows = await self._fetch(
             f"SELECT {_SESSION_COLUMNS} FROM sg_sessions WHERE id = %s", (session_id,)
         )
         return _session_row(rows[0]) if rows else None
 
-    async def finish_turn(self, session_id: str, *, status: str, intent: str | None) -> None:
+    async def finish_turn(self, session_id: str, *, status: Status, intent: str | None) -> None:
         """Record where the conversation stands after a turn."""
         await self._execute(
             "UPDATE sg_sessions SET status = %s, intent = %s, updated_at = %s, turns = turns + 1"
@@ -266,7 +204,7 @@ class Store(ABC):
         )
 
     async def append_message(
-        self, session_id: str, *, role: str, content: str, author: str | None = None
+        self, session_id: str, *, role: Role, content: str, author: str | None = None
     ) -> int:
         """Append one line to the transcript (``author``: the agent who wrote it); return its id."""
         return await self._insert_returning_id(
@@ -275,7 +213,7 @@ class Store(ABC):
             (session_id, role, content, self._ts(_now()), author),
         )
 
-    async def get_message(self, message_id: int) -> MessageRow | None:
+    async def get_message(self, message_id: int) -> Message | None:
         """One transcript line by id."""
         rows = await self._fetch(
             "SELECT id, role, content, created_at, author FROM sg_messages WHERE id = %s",
@@ -283,7 +221,7 @@ class Store(ABC):
         )
         return self._message_rows(rows)[0] if rows else None
 
-    async def list_messages(self, session_id: str) -> list[MessageRow]:
+    async def list_messages(self, session_id: str) -> list[Message]:
         """The whole transcript, oldest first."""
         rows = await self._fetch(
             "SELECT id, role, content, created_at, author FROM sg_messages WHERE session_id = %s"
@@ -293,16 +231,14 @@ class Store(ABC):
         return self._message_rows(rows)
 
     @staticmethod
-    def _message_rows(rows: list[dict[str, Any]]) -> list[MessageRow]:
+    def _message_rows(rows: list[dict[str, Any]]) -> list[Message]:
         return [
-            MessageRow(
-                int(r["id"]), r["role"], r["content"], _text(r["created_at"]), r.get("author")
-            )
+            Message(int(r["id"]), r["role"], r["content"], _text(r["created_at"]), r.get("author"))
             for r in rows
         ]
 
     async def create_request(
-        self, *, session_id: str, kind: str, data: dict[str, Any], idempotency_key: str
+        self, *, session_id: str, kind: str, data: dict[str, str], idempotency_key: str
     ) -> str:
         """Store a request once per idempotency key; return its id (the existing one on replay)."""
         existing = await self._fetch(
@@ -322,7 +258,7 @@ class Store(ABC):
         )
         return str(rows[0]["id"])
 
-    async def list_requests(self, session_id: str | None = None) -> list[dict[str, Any]]:
+    async def list_requests(self, session_id: str | None = None) -> list[RequestRecord]:
         """Requests the actions created, oldest first (for one session, or all)."""
         where, params = ("WHERE session_id = %s", (session_id,)) if session_id else ("", ())
         rows = await self._fetch(
@@ -330,11 +266,17 @@ class Store(ABC):
             " ORDER BY created_at, id",
             params,
         )
-        out = []
-        for r in rows:
-            data = r["data"] if isinstance(r["data"], dict) else json.loads(r["data"])
-            out.append({**r, "data": data, "created_at": _text(r["created_at"])})
-        return out
+        return [
+            RequestRecord(
+                id=str(r["id"]),
+                session_id=r["session_id"],
+                kind=r["kind"],
+                data=_json(r["data"]),
+                status=r["status"],
+                created_at=_text(r["created_at"]),
+            )
+            for r in rows
+        ]
 
     async def audit_action(
         self,
@@ -363,7 +305,7 @@ class Store(ABC):
             ),
         )
 
-    async def list_audit(self, session_id: str | None = None) -> list[dict[str, Any]]:
+    async def list_audit(self, session_id: str | None = None) -> list[AuditEntry]:
         """Audit entries, oldest first (for one session, found by its pseudonym, or all)."""
         where, params = (
             ("WHERE subject_sha256 = %s", (pseudonym(session_id),)) if session_id else ("", ())
@@ -373,7 +315,7 @@ class Store(ABC):
             f" request_id FROM sg_audit {where} ORDER BY id",
             params,
         )
-        return [{**r, "id": int(r["id"]), "at": _text(r["at"])} for r in rows]
+        return [cast(AuditEntry, {**r, "id": int(r["id"]), "at": _text(r["at"])}) for r in rows]
 
     # Hand-off: ownership, token revocation, the agents' queue, claims, notes, events, outbox.
 
@@ -386,39 +328,31 @@ class Store(ABC):
 
     async def list_sessions(
         self,
+        filters: SessionFilter,
         *,
-        statuses: list[str] | None = None,
-        reason: str | None = None,
-        claimed_by: str | None = None,
-        unclaimed: bool = False,
-        updated_since: datetime | None = None,
-        customer_id: str | None = None,
         before: tuple[datetime, str] | None = None,
         limit: int = 50,
-    ) -> list[dict[str, Any]]:
-        """Sessions, newest activity first; ``before`` is the (updated_at, id) to continue after.
-
-        Each row has the session's columns plus ``last_message`` (the latest transcript line).
-        """
+    ) -> list[QueueEntry]:
+        """Sessions, newest activity first; ``before`` is the (updated_at, id) to continue after."""
         where: list[str] = []
         params: list[Any] = []
-        if statuses:
-            where.append("s.status IN (" + ", ".join(["%s"] * len(statuses)) + ")")
-            params += statuses
-        if reason:
+        if filters.statuses:
+            where.append("s.status IN (" + ", ".join(["%s"] * len(filters.statuses)) + ")")
+            params += filters.statuses
+        if filters.reason:
             where.append("s.escalation_reason = %s")
-            params.append(reason)
-        if unclaimed:
+            params.append(filters.reason)
+        if filters.unclaimed:
             where.append("s.claimed_by IS NULL")
-        elif claimed_by:
+        elif filters.claimed_by:
             where.append("s.claimed_by = %s")
-            params.append(claimed_by)
-        if updated_since is not None:
+            params.append(filters.claimed_by)
+        if filters.updated_since is not None:
             where.append("s.updated_at >= %s")
-            params.append(self._ts(updated_since))
-        if customer_id is not None:
+            params.append(self._ts(filters.updated_since))
+        if filters.customer_id is not None:
             where.append("s.customer_id = %s")
-            params.append(customer_id)
+            params.append(filters.customer_id)
         if before is not None:
             where.append("(s.updated_at < %s OR (s.updated_at = %s AND s.id < %s))")
             params += [self._ts(before[0]), self._ts(before[0]), before[1]]
@@ -430,7 +364,7 @@ class Store(ABC):
             " ORDER BY s.updated_at DESC, s.id DESC LIMIT %s",
             (*params, limit),
         )
-        return [{"row": _session_row(r), "last_message": r["last_message"]} for r in rows]
+        return [QueueEntry(_session_row(r), r["last_message"]) for r in rows]
 
     async def claim_session(self, session_id: str, *, agent: str, force: bool = False) -> bool:
         """Give an escalated session to ``agent`` unless another agent holds it (or ``force``)."""
@@ -452,7 +386,12 @@ class Store(ABC):
         )
 
     async def set_status(
-        self, session_id: str, *, status: str, release: bool = False, reason: str | None = None
+        self,
+        session_id: str,
+        *,
+        status: Status,
+        release: bool = False,
+        reason: str | None = None,
     ) -> None:
         """Set the session's status (and the escalation reason); optionally drop the claim."""
         sets = ["status = %s", "updated_at = %s"]
@@ -480,21 +419,21 @@ class Store(ABC):
             (session_id, author, content, self._ts(_now())),
         )
 
-    async def list_notes(self, session_id: str) -> list[dict[str, Any]]:
+    async def list_notes(self, session_id: str) -> list[Note]:
         """The session's internal notes, oldest first."""
         rows = await self._fetch(
             "SELECT id, author, content, created_at FROM sg_notes WHERE session_id = %s"
             " ORDER BY id",
             (session_id,),
         )
-        return [{**r, "id": int(r["id"]), "created_at": _text(r["created_at"])} for r in rows]
+        return [Note(int(r["id"]), r["author"], r["content"], _text(r["created_at"])) for r in rows]
 
     async def append_event(
         self,
         session_id: str,
         *,
         kind: str,
-        audience: str,
+        audience: Audience,
         data: dict[str, Any],
         outbox: list[OutboxItem] | None = None,
     ) -> int:
@@ -533,9 +472,9 @@ class Store(ABC):
         after: int,
         *,
         session_id: str | None = None,
-        audiences: tuple[str, ...] = ("all", "agents"),
+        audiences: tuple[Audience, ...] = ("all", "agents"),
         limit: int = 200,
-    ) -> list[EventRow]:
+    ) -> list[Event]:
         """Events with an id above ``after``, oldest first (one session's, or all)."""
         where = ["id > %s", "audience IN (" + ", ".join(["%s"] * len(audiences)) + ")"]
         params: list[Any] = [after, *audiences]
@@ -548,7 +487,7 @@ class Store(ABC):
             (*params, limit),
         )
         return [
-            EventRow(
+            Event(
                 id=int(r["id"]),
                 session_id=r["session_id"],
                 kind=r["kind"],
@@ -564,7 +503,7 @@ class Store(ABC):
         rows = await self._fetch("SELECT MAX(id) AS last FROM sg_events")
         return int(rows[0]["last"] or 0)
 
-    async def claim_due_webhook(self, *, now: datetime, lease: float) -> OutboxRow | None:
+    async def claim_due_webhook(self, *, now: datetime, lease: float) -> Delivery | None:
         """Lease the next due delivery for ``lease`` seconds and count the attempt."""
         ts = self._ts(now)
         free = "status = 'pending' AND (locked_until IS NULL OR locked_until <= %s)"
@@ -603,19 +542,15 @@ class Store(ABC):
             (self._ts(next_attempt_at), error[:500], outbox_id),
         )
 
-    async def list_outbox(self, session_id: str | None = None) -> list[OutboxRow]:
-        """Webhook deliveries, oldest first (for one session, or all)."""
-        where, params = ("WHERE session_id = %s", (session_id,)) if session_id else ("", ())
-        rows = await self._fetch(
-            f"SELECT {_OUTBOX_COLUMNS} FROM sg_outbox {where} ORDER BY id", params
-        )
-        return [_outbox_row(r) for r in rows]
+    def listen(self) -> AbstractAsyncContextManager[AsyncIterator[tuple[int, str]]] | None:
+        """No notifications: only this process writes to an embedded database."""
+        return None
 
     def _ts(self, value: datetime) -> Any:
         return value
 
 
-class SqliteStore(Store):
+class SqliteStore(SqlStore):
     """The embedded default: one SQLite file (WAL), shared with the checkpoint saver."""
 
     backend = "sqlite"
@@ -674,12 +609,13 @@ class SqliteStore(Store):
             await self.conn.commit()
 
 
-class PostgresStore(Store):
+class PostgresStore(SqlStore):
     """PostgreSQL over a ``psycopg_pool`` pool shared with the checkpoint saver."""
 
     backend = "postgres"
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    def __init__(self, pool: Pool, conninfo: str) -> None:
+        self.conninfo = conninfo
         self.pool = pool
         # Each held session lock pins a connection, and its turn needs another for queries:
         # with more locks than half the pool, every connection could be a lock whose turn
@@ -733,7 +669,7 @@ class PostgresStore(Store):
             finally:
                 await self.pool.putconn(conn)
 
-    async def _lock(self, session_id: str, *, wait: bool) -> tuple[AsyncConnection[Any], bool]:
+    async def _lock(self, session_id: str, *, wait: bool) -> tuple[AsyncConnection[DictRow], bool]:
         """A pooled connection holding the session's lock (or not, when ``wait`` is False)."""
         conn = await self.pool.getconn()
         try:
@@ -751,7 +687,7 @@ class PostgresStore(Store):
             await self.pool.putconn(conn)
             raise
 
-    async def _unlock(self, conn: AsyncConnection[Any], session_id: str) -> None:
+    async def _unlock(self, conn: AsyncConnection[DictRow], session_id: str) -> None:
         """Release the session's lock; a lost connection released it already."""
         if conn.broken or conn.closed:
             return
@@ -772,7 +708,7 @@ class PostgresStore(Store):
         session_id: str,
         *,
         kind: str,
-        audience: str,
+        audience: Audience,
         data: dict[str, Any],
         outbox: list[OutboxItem] | None = None,
     ) -> int:
@@ -806,7 +742,7 @@ class PostgresStore(Store):
             return await retry_once(attempt, repeatable=False, what="event")
 
     async def _append_event_alone(
-        self, session_id: str, kind: str, audience: str, data: dict[str, Any], now: datetime
+        self, session_id: str, kind: str, audience: Audience, data: dict[str, Any], now: datetime
     ) -> int:
         """An event with no webhook deliveries: lock, insert and NOTIFY as one statement.
 
@@ -831,10 +767,14 @@ class PostgresStore(Store):
         async with unavailable_as_domain_error():
             return await retry_once(attempt, repeatable=False, what="event")
 
+    def listen(self) -> AbstractAsyncContextManager[AsyncIterator[tuple[int, str]]]:
+        """LISTEN for events any process logs, on a dedicated connection."""
+        return self._listen()
+
     @asynccontextmanager
-    async def listen(self) -> AsyncIterator[AsyncIterator[tuple[int, str]]]:
-        """LISTEN for new events on a dedicated connection: yields (event id, session id)."""
-        conn = await psycopg.AsyncConnection.connect(self.pool.conninfo, autocommit=True)
+    async def _listen(self) -> AsyncIterator[AsyncIterator[tuple[int, str]]]:
+        """Yields (event id, session id) as NOTIFY delivers them."""
+        conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
         try:
             await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
 

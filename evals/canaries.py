@@ -27,7 +27,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 from evals.cases import Canary
-from supportgraph.guard import squashed, words
+from supportgraph.domain.guard import squashed, words
 from supportgraph.logs import JsonFormatter
 
 CASE: ContextVar[str | None] = ContextVar("supportgraph_eval_case", default=None)

@@ -21,7 +21,8 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from graphs.state import EscalationReason, NodeName, Status
-from supportgraph.pack import BUILTIN_INTENTS, Pack, PackError, load_pack
+from supportgraph.domain.loader import load_pack
+from supportgraph.domain.pack import BUILTIN_INTENTS, Pack, PackError
 from supportgraph.settings import PROJECT_ROOT
 
 Mode = Literal["offline", "stub", "live", "replay"]
@@ -309,10 +310,10 @@ class Turn(_Strict):
         default_factory=dict, description="Per-mode expectations, merged over ``expect``."
     )
 
-    def expectation(self, mode: str) -> Expect:
+    def expectation(self, mode: Mode) -> Expect:
         """The expectation for a mode (``replay`` uses ``live``'s)."""
-        key = "live" if mode == "replay" else mode
-        return self.expect.merged(self.by_mode.get(key))  # type: ignore[arg-type]
+        key: ExpectMode = "live" if mode == "replay" else mode
+        return self.expect.merged(self.by_mode.get(key))
 
 
 Canaries = Annotated[dict[str, Annotated[str, Field(min_length=4)]], Field(max_length=200)]
@@ -613,7 +614,8 @@ def _check_script(
 def _format_errors(where: str, raw: dict[str, Any], exc: ValidationError) -> list[str]:
     """pydantic errors as 'file: case <id>: field: message (got value)'."""
     problems = []
-    cases = raw.get("cases") if isinstance(raw.get("cases"), list) else []
+    listed = raw.get("cases")
+    cases: list[Any] = listed if isinstance(listed, list) else []
     for err in exc.errors():
         loc = list(err["loc"])
         label = where

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,12 +146,12 @@ def model_call_checks(want: list[str] | ToolsCheck | None, calls: list[str]) -> 
     return out
 
 
-def route_checks(want: list[str] | RouteCheck | None, route: list[str]) -> list[Check]:
+def route_checks(want: Sequence[str] | RouteCheck | None, route: Sequence[str]) -> list[Check]:
     """The exact route, or a partial check: a subsequence, absent nodes, the last node."""
-    if isinstance(want, list):
-        return [Check("route", want, route, route == want)]
     if want is None:
         return []
+    if not isinstance(want, RouteCheck):
+        return [Check("route", list(want), list(route), list(route) == list(want))]
     out = []
     if want.contains:
         out.append(
@@ -164,7 +165,7 @@ def route_checks(want: list[str] | RouteCheck | None, route: list[str]) -> list[
     return out
 
 
-def _subsequence(needles: list[str], items: list[str]) -> bool:
+def _subsequence(needles: Sequence[str], items: Sequence[str]) -> bool:
     it = iter(items)
     return all(any(n == x for x in it) for n in needles)
 

@@ -15,7 +15,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import click
 import typer
 from rich.console import Console, Group
 from rich.panel import Panel
@@ -44,8 +43,11 @@ class ModeName(StrEnum):
 class _DefaultToRun(TyperGroup):
     """A group whose first argument, unless it names a subcommand, belongs to ``run``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        """Insert ``run`` unless the first argument is a subcommand."""
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        """Insert ``run`` unless the first argument is a subcommand.
+
+        ``ctx`` is a click context: click's own or, from typer 0.2x, typer's vendored copy.
+        """
         if not args or args[0] not in self.commands:
             args = [DEFAULT_COMMAND, *args]
         return super().parse_args(ctx, args)

@@ -218,7 +218,7 @@ def write_junit(result: RunResult, path: Path) -> None:
             label = (
                 run.case.id if result.options.repeat == 1 else f"{run.case.id} #{run.repeat + 1}"
             )
-            case = ET.SubElement(
+            testcase = ET.SubElement(
                 suite,
                 "testcase",
                 classname=f"evals.{name}",
@@ -227,21 +227,21 @@ def write_junit(result: RunResult, path: Path) -> None:
                 time=f"{run.duration_ms / 1000:.3f}",
             )
             if run.outcome == "xfail":
-                node = ET.SubElement(case, "skipped", message=f"known issue: {run.known_issue}")
+                node = ET.SubElement(testcase, "skipped", message=f"known issue: {run.known_issue}")
                 node.text = failure_text(run)
             elif run.outcome == "xpass":
-                out = ET.SubElement(case, "system-out")
+                out = ET.SubElement(testcase, "system-out")
                 out.text = f"known issue no longer reproduces: {run.known_issue}"
             elif run.error is not None:
-                node = ET.SubElement(case, "error", message=run.error.splitlines()[0])
+                node = ET.SubElement(testcase, "error", message=run.error.splitlines()[0])
                 node.text = failure_text(run)
             elif not run.passed:
                 message = first_failure_line(run)
-                node = ET.SubElement(case, "failure", message=message, type="EvalFailure")
+                node = ET.SubElement(testcase, "failure", message=message, type="EvalFailure")
                 node.text = failure_text(run)
         for skip in skips:
-            case = ET.SubElement(suite, "testcase", classname=f"evals.{name}", name=skip.id)
-            ET.SubElement(case, "skipped", message=f"not run in {result.options.mode} mode")
+            testcase = ET.SubElement(suite, "testcase", classname=f"evals.{name}", name=skip.id)
+            ET.SubElement(testcase, "skipped", message=f"not run in {result.options.mode} mode")
     for key, value in totals.items():
         root.set(key, str(value))
     root.set("time", f"{result.duration_s:.3f}")

@@ -20,8 +20,15 @@ from typing import Any, Protocol
 
 import httpx
 
+from checkpoints import open_persistence
+from checkpoints.store import SqlStore
+from graphs.support import build_graph
 from nodes.context import SupportContext
-from supportgraph.llm import Models
+from supportgraph import wiring
+from supportgraph.app.graph import SupportGraph
+from supportgraph.app.handoff import HandoffService
+from supportgraph.app.service import SupportService
+from supportgraph.domain.types import Usage
 from supportgraph.settings import Settings
 
 
@@ -36,7 +43,7 @@ class Observed:
     citations: list[str]
     slots: dict[str, str]
     escalation: dict[str, Any] | None
-    usage: dict[str, int]
+    usage: Usage
     latency_ms: float
     requests: list[dict[str, Any]] | None = None
     """Requests the conversation's actions wrote so far (``None``: not visible here)."""
@@ -127,7 +134,7 @@ class InProcess:
                     offline = self.settings.model_copy(
                         update={"pack_path": pack_path, "openai_api_key": None}
                     )
-                    built = await asyncio.to_thread(SupportContext.from_settings, offline)
+                    built = await asyncio.to_thread(wiring.support_context, offline)
                     self._contexts[pack_path] = built
         return self._contexts[pack_path]
 
@@ -136,23 +143,19 @@ class InProcess:
         self, case_id: str, pack_path: Path, model: dict[str, Any] | None
     ) -> AsyncIterator[InProcessConversation]:
         """A fresh service (its own database file) for one case."""
-        from checkpoints import open_persistence
-        from graphs.support import build_graph
-        from supportgraph.service import SupportService
-
         base = await self.context(pack_path)
         models = (
-            Models.from_settings(self.settings.model_copy(update=model))
-            if model is not None
-            else None
+            wiring.models(self.settings.model_copy(update=model)) if model is not None else None
         )
         path = self.workdir / f"{case_id}-{secrets.token_hex(4)}.sqlite"
         try:
             async with open_persistence(database_url=None, sqlite_path=path) as persistence:
+                store = persistence.store
                 service = SupportService(
-                    graph=build_graph().compile(checkpointer=persistence.saver),
-                    context=replace(base, models=models, requests=persistence.store),
-                    store=persistence.store,
+                    graph=SupportGraph(build_graph().compile(checkpointer=persistence.saver)),
+                    context=replace(base, models=models, requests=store, audit=store),
+                    store=store,
+                    retention=persistence.retention,
                     durability=self.settings.durability,
                 )
                 yield InProcessConversation(service, persistence.store)
@@ -167,15 +170,13 @@ class InProcess:
 class InProcessConversation:
     """A conversation with an in-process service."""
 
-    def __init__(self, service: Any, store: Any) -> None:
+    def __init__(self, service: SupportService, store: SqlStore) -> None:
         self.service = service
         self.store = store
         self.session_id: str | None = None
 
     async def plant_notes(self, notes: list[str]) -> bool:
         """Start the session and add the notes as an agent would (the hand-off service)."""
-        from supportgraph.handoff import HandoffService
-
         if self.session_id is None:
             self.session_id = await self.service.new_session()
         handoff = HandoffService(self.service)
@@ -195,9 +196,8 @@ class InProcessConversation:
         places.append(("hand-off packet (API)", _dump(view.escalation)))
         events = await self.store.events_after(0, session_id=sid, audiences=("all",), limit=10_000)
         places += [(f"event #{e.id} ({e.kind}, customer stream)", _dump(e.data)) for e in events]
-        config = {"configurable": {"thread_id": sid}}
         n = 0
-        async for snapshot in self.service.graph.aget_state_history(config):
+        async for snapshot in self.service.graph.history(sid):
             n += 1
             places.append((f"checkpoint {n} (newest first)", _dump(snapshot.values)))
         requests = await self.store.list_requests(sid)
@@ -222,7 +222,7 @@ class InProcessConversation:
             citations=[c["id"] for c in result.citations],
             slots=dict(result.slots),
             escalation=dict(result.escalation) if result.escalation else None,
-            usage=dict(result.usage),
+            usage=result.usage,
             latency_ms=latency,
             requests=[
                 {"id": r["id"], "kind": r["kind"], "data": r["data"], "status": r["status"]}
@@ -320,7 +320,7 @@ class HttpConversation:
             citations=[c["id"] for c in body["citations"]],
             slots=dict(state.get("slots") or {}),
             escalation=state.get("escalation"),
-            usage=dict(body.get("usage") or {}),
+            usage=body["usage"],
             latency_ms=latency,
             requests=None,
         )

@@ -2,31 +2,69 @@
 
 Graph state is working memory, not the record: the transcript lives in its own table. The
 state keeps a bounded window of recent messages, the slots, a short summary and the status,
-so a checkpoint stays small however long a conversation runs.
+so a checkpoint stays small however long a conversation runs. What a turn produces for its
+caller (the reply, the route, the usage...) lives in channels that are never checkpointed:
+each turn starts without them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal, cast
 
-from langchain_core.messages import AnyMessage
+from langchain_core.messages import AnyMessage, MessageLikeRepresentation
+from langgraph.channels.untracked_value import UntrackedValue
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict
+
+from supportgraph.domain.types import (
+    Citation,
+    Confirmation,
+    Escalation,
+    EscalationReason,
+    PendingAction,
+    Sentiment,
+    Status,
+    Usage,
+)
 
 MAX_WINDOW = 12
 """Messages kept in state; older ones live only in the transcript table."""
 
-Status = Literal["active", "awaiting_info", "escalated", "resolved"]
 NodeName = Literal["classify_intent", "handle_faq", "collect_info", "escalate_human", "resolve"]
 
+Outcome = Literal[
+    "answered",
+    "clarified",
+    "no_answer",
+    "asked",
+    "collected",
+    "confirm",
+    "done",
+    "cancelled",
+    "unclear",
+    "not_found",
+    "ineligible",
+    "failed",
+    "handed_off",
+    "with_person",
+]
+"""What the node that ran last did: the FAQ answered or had no answer, details were asked for
+or all collected, an action was stated, done, refused or failed, a person got the conversation
+or already had it."""
 
-def recent_messages(left: list[AnyMessage], right: Any) -> list[AnyMessage]:
-    """``add_messages``, then keep only the last :data:`MAX_WINDOW` messages."""
-    merged = add_messages(left, right)
-    return merged[-MAX_WINDOW:]
+
+def recent_messages(left: Sequence[AnyMessage], right: Any) -> list[AnyMessage]:
+    """``add_messages``, then keep only the last :data:`MAX_WINDOW` messages.
+
+    ``right`` is an update: one message or a list, in any form ``add_messages`` accepts.
+    """
+    merged = add_messages(list[MessageLikeRepresentation](left), right)
+    # add_messages turns every representation into a message and always returns a list.
+    return cast(list[AnyMessage], merged)[-MAX_WINDOW:]
 
 
-def merge_dict(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+def merge_dict(left: dict[str, str] | None, right: dict[str, str | None] | None) -> dict[str, str]:
     """Merge a partial update into a dict; a ``None`` value deletes the key, ``None`` resets."""
     if right is None:
         return {}
@@ -39,55 +77,8 @@ def merge_dict(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dic
     return out
 
 
-class Usage(TypedDict):
-    """Model use in one turn."""
-
-    llm_calls: int
-    input_tokens: int
-    output_tokens: int
-    degraded: int
-
-
-class Citation(TypedDict):
-    """An FAQ entry a reply used."""
-
-    id: str
-    title: str
-
-
-EscalationReason = Literal[
-    "requested_human",
-    "low_confidence",
-    "human_only_intent",
-    "repeated_failure",
-    "negative_sentiment",
-    "no_answer",
-]
-
-
-class Escalation(TypedDict, total=False):
-    """Why and how a conversation went to a person: the hand-off packet."""
-
-    reason: EscalationReason
-    detail: str
-    summary: str
-    intent: str | None
-    slots: dict[str, str]
-    tried: list[str]
-    at: str
-
-
-class PendingAction(TypedDict):
-    """A data-changing action stated to the customer and waiting for an explicit yes."""
-
-    intent: str
-    action: str
-    slots: dict[str, str]
-    description: str
-
-
 class SupportState(TypedDict, total=False):
-    """Working memory of one conversation."""
+    """Working memory of one conversation, and what the current turn produces."""
 
     messages: Annotated[list[AnyMessage], recent_messages]
     """The last few messages (the whole transcript is in the transcript table)."""
@@ -101,22 +92,20 @@ class SupportState(TypedDict, total=False):
     """The current topic's intent."""
     confidence: float
     """Confidence of the latest classification."""
+    sentiment: Sentiment
+    """Sentiment of the latest customer message."""
+    confirmation: Confirmation
+    """How the latest message answered a pending confirmation."""
     slots: Annotated[dict[str, str], merge_dict]
     """Validated details collected for the current intent."""
     topic_start: str | None
     """Id of the customer message that started the current topic (slots come from there on)."""
     missing: list[str]
     """Slots the current intent still needs, in the order they are asked."""
-    slot_errors: dict[str, str]
-    """Why a value the customer gave this turn was rejected, by slot."""
     pending_action: PendingAction | None
     """A data-changing action waiting for a yes."""
-    confirmation: Literal["yes", "no", "none"]
-    """How the latest message answered a pending confirmation."""
     escalation: Escalation | None
     """The hand-off packet once a person has the conversation."""
-    handoff_reason: EscalationReason | None
-    """Why this turn goes to a person (set by the node that decides, read by escalate_human)."""
     summary: str
     """A short running summary for a human and for the model."""
     tried: list[str]
@@ -127,22 +116,58 @@ class SupportState(TypedDict, total=False):
     """Failed attempts on the current topic (invalid values, unknown records, FAQ misses)."""
     negative_turns: int
     """Turns with negative sentiment."""
-    sentiment: Literal["negative", "neutral", "positive"]
-    """Sentiment of the latest customer message."""
     greeted: bool
     """Whether the pack's greeting has been shown."""
     turn: int
     """Customer turns so far."""
-    reply: str
+
+    # This turn's output: never checkpointed, so every turn starts without it.
+    reply: Annotated[str, UntrackedValue]
     """What the bot answered this turn ('' when a person has the conversation)."""
-    citations: list[Citation]
+    citations: Annotated[list[Citation], UntrackedValue]
     """FAQ entries this turn's reply used."""
-    route: list[str]
+    route: Annotated[list[NodeName], UntrackedValue]
     """The nodes this turn ran, in order."""
-    usage: Usage
+    usage: Annotated[Usage, UntrackedValue]
     """Model calls and tokens this turn."""
-    next_node: NodeName | Literal["end"]
-    """Where a node decided the turn goes next (read by the routing functions)."""
+    slot_errors: Annotated[dict[str, str], UntrackedValue]
+    """Why a value the customer gave this turn was rejected, by slot."""
+    outcome: Annotated[Outcome, UntrackedValue]
+    """What the node that ran last did."""
+    handoff_reason: Annotated[EscalationReason, UntrackedValue]
+    """Why this turn needs a person, by the pack's escalation rules (absent: it does not)."""
+
+
+class StateUpdate(TypedDict, total=False):
+    """A node's partial update of :class:`SupportState` (values as the reducers take them)."""
+
+    messages: list[AnyMessage]
+    session_id: str
+    pack_version: str
+    status: Status
+    intent: str | None
+    confidence: float
+    sentiment: Sentiment
+    confirmation: Confirmation
+    slots: dict[str, str | None] | None
+    topic_start: str | None
+    missing: list[str]
+    pending_action: PendingAction | None
+    escalation: Escalation | None
+    summary: str
+    tried: list[str]
+    low_confidence_turns: int
+    failures: int
+    negative_turns: int
+    greeted: bool
+    turn: int
+    reply: str
+    citations: list[Citation]
+    route: list[NodeName]
+    usage: Usage
+    slot_errors: dict[str, str]
+    outcome: Outcome
+    handoff_reason: EscalationReason
 
 
 class TurnInput(TypedDict):
@@ -159,7 +184,7 @@ class TurnOutput(TypedDict, total=False):
     intent: str | None
     status: Status
     citations: list[Citation]
-    route: list[str]
+    route: list[NodeName]
     slots: dict[str, str]
     escalation: Escalation | None
     usage: Usage

@@ -1,83 +1,131 @@
 """The support graph: classify_intent -> handle_faq / collect_info / escalate_human / resolve.
 
-``build_graph()`` returns the uncompiled builder; each edge (API, CLI, tests, evals) compiles
-it with its own checkpointer. Routing functions are pure and read typed state only.
+``build_graph()`` returns the uncompiled builder; each edge (API, CLI, tests, evals, Studio)
+compiles it with its own checkpointer. The routing functions below are the graph's policy:
+each chooses the next node from typed readings the nodes wrote (the status, why the turn needs
+a person, a pending confirmation, the topic's intent, the slots still missing, the FAQ's
+outcome), never from a reply's text or a node's say-so.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.graph.state import CompiledStateGraph
+from langgraph.runtime import Runtime
 
-from graphs.state import SupportState, TurnInput, TurnOutput
+from graphs.state import StateUpdate, SupportState, TurnInput, TurnOutput
 from nodes.classify import classify_intent
 from nodes.collect import collect_info
-from nodes.context import ServerContext, SupportContext, load_default_context
+from nodes.context import SupportContext, deps
 from nodes.escalate import escalate_human
 from nodes.faq import handle_faq
 from nodes.resolve import resolve
+from supportgraph.domain import policy
 
-NODES = ("classify_intent", "handle_faq", "collect_info", "escalate_human", "resolve")
+R = TypeVar("R", covariant=True)
 
+
+class Step(Protocol[R]):
+    """A node, or a routing function that needs the context: ``(state, runtime)``."""
+
+    __name__: str
+
+    def __call__(self, state: SupportState, runtime: Runtime[SupportContext]) -> Awaitable[R]:
+        """Run on the turn's state."""
+        ...
+
+
+ContextProvider = Callable[[Runtime[Any]], SupportContext]
+"""Builds the nodes' context from a run's runtime (for a server that cannot pass one)."""
+
+END_TURN: Final = "__end__"
+"""LangGraph's ``END``, as the literal the routing functions' return types name."""
+
+NODES: tuple[Step[StateUpdate], ...] = (
+    classify_intent,
+    handle_faq,
+    collect_info,
+    escalate_human,
+    resolve,
+)
 
 # The routing functions are coroutines: LangGraph runs a plain function of an async graph in
-# a worker thread (a thread hop per edge, two per FAQ turn), a coroutine in the event loop.
-
-
-def _next(state: SupportState, allowed: tuple[str, ...]) -> str:
-    target = state.get("next_node")
-    if target == "end":
-        return END
-    if target not in allowed:
-        raise ValueError(f"impossible route: next_node={target!r}, expected one of {allowed}")
-    return str(target)
+# a worker thread, a coroutine in the event loop.
 
 
 async def route_after_classify(
-    state: SupportState,
+    state: SupportState, runtime: Runtime[SupportContext]
 ) -> Literal["handle_faq", "collect_info", "escalate_human", "resolve"]:
-    """Where a classified turn goes."""
-    return _next(state, ("handle_faq", "collect_info", "escalate_human", "resolve"))  # type: ignore[return-value]
+    """A person's conversation, or a turn that needs one, goes to escalate_human; an answer
+    to a pending yes/no to resolve; a topic that collects details to collect_info; the rest
+    to the FAQ."""
+    if state.get("status") == "escalated" or state.get("handoff_reason") is not None:
+        return "escalate_human"
+    if state.get("pending_action") is not None:
+        return "resolve"
+    if policy.collects(deps(runtime).pack, state.get("intent")):
+        return "collect_info"
+    return "handle_faq"
 
 
 async def route_after_faq(
     state: SupportState,
 ) -> Literal["collect_info", "escalate_human", "__end__"]:
-    """An answered FAQ ends the turn; a miss goes on by the pack's rule."""
-    return _next(state, ("collect_info", "escalate_human"))  # type: ignore[return-value]
+    """An answer (or a request to rephrase) ends the turn; a miss goes to a person, or to
+    collect a question for the team when the pack says so."""
+    if state.get("handoff_reason") is not None:
+        return "escalate_human"
+    outcome = state.get("outcome")
+    if outcome == "no_answer":
+        return "collect_info"
+    if outcome in ("answered", "clarified"):
+        return END_TURN
+    raise ValueError(f"impossible route after handle_faq: outcome {outcome!r}")
 
 
 async def route_after_collect(
     state: SupportState,
 ) -> Literal["resolve", "escalate_human", "__end__"]:
-    """Complete slots go to resolve; otherwise the turn waits for the customer."""
-    return _next(state, ("resolve", "escalate_human"))  # type: ignore[return-value]
+    """All details collected go to resolve; too many invalid values to a person; otherwise
+    the turn waits for the customer's answer."""
+    if state.get("handoff_reason") is not None:
+        return "escalate_human"
+    if not state.get("missing"):
+        return "resolve"
+    return END_TURN
 
 
 async def route_after_resolve(state: SupportState) -> Literal["escalate_human", "__end__"]:
-    """Repeated failures go to a person; everything else ends the turn."""
-    return _next(state, ("escalate_human",))  # type: ignore[return-value]
+    """Too many failed attempts go to a person; everything else ends the turn."""
+    return "escalate_human" if state.get("handoff_reason") is not None else END_TURN
 
 
 def build_graph(
-    context_schema: type[SupportContext] | type[ServerContext] = SupportContext,
+    context_schema: type[Any] = SupportContext,
+    *,
+    provide_context: ContextProvider | None = None,
 ) -> StateGraph[SupportState, Any, TurnInput, TurnOutput]:
-    """The uncompiled support graph (``ServerContext`` only for the LangGraph server)."""
+    """The uncompiled support graph.
+
+    ``provide_context``: for a host that runs the graph with a context of its own schema
+    (the LangGraph server's JSON); every node and routing function then gets the
+    :class:`SupportContext` it returns instead.
+    """
     builder = StateGraph(
         SupportState,
         context_schema=context_schema,
         input_schema=TurnInput,
         output_schema=TurnOutput,
     )
-    builder.add_node(classify_intent)
-    builder.add_node(handle_faq)
-    builder.add_node(collect_info)
-    builder.add_node(escalate_human)
-    builder.add_node(resolve)
+    for node in NODES:
+        builder.add_node(node.__name__, _with_context(node, provide_context))
     builder.add_edge(START, "classify_intent")
-    builder.add_conditional_edges("classify_intent", route_after_classify)
+    builder.add_conditional_edges(
+        "classify_intent", _with_context(route_after_classify, provide_context)
+    )
     builder.add_conditional_edges("handle_faq", route_after_faq)
     builder.add_conditional_edges("collect_info", route_after_collect)
     builder.add_conditional_edges("resolve", route_after_resolve)
@@ -85,15 +133,14 @@ def build_graph(
     return builder
 
 
-_studio_graph = build_graph(context_schema=ServerContext).compile(name="support")
+def _with_context(fn: Step[R], provide: ContextProvider | None) -> Step[R]:
+    """``fn``, or ``fn`` run with the provided context (its name and annotations kept, which
+    LangGraph reads for the node's name and the routing function's targets)."""
+    if provide is None:
+        return fn
 
+    @functools.wraps(fn)
+    async def with_context(state: SupportState, runtime: Runtime[Any]) -> R:
+        return await fn(state, runtime.override(context=provide(runtime)))
 
-async def graph() -> CompiledStateGraph[SupportState, Any, TurnInput, TurnOutput]:
-    """The graph for LangGraph Studio (``langgraph.json``), a factory the server calls per use.
-
-    No checkpointer (the LangGraph server brings its own) and the server's JSON context: the
-    nodes' ``deps()`` use the environment's default context, which is loaded here, off the
-    event loop, before the first run needs it.
-    """
-    await load_default_context()
-    return _studio_graph
+    return with_context

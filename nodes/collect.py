@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langgraph.runtime import Runtime
 
-from graphs.state import SupportState
+from graphs.state import StateUpdate, SupportState
 from nodes.common import (
     customer_texts,
-    free_text,
     latest_customer_text,
     model_messages,
     say,
@@ -21,18 +19,16 @@ from nodes.common import (
     usage_of,
 )
 from nodes.context import SupportContext, deps
-from supportgraph.llm import structured
-from supportgraph.slots import extract_from, validate
+from nodes.prompts import EXTRACT_PROMPT
+from supportgraph.domain import policy
+from supportgraph.domain.llm import structured
+from supportgraph.domain.slots import extract_from, free_text, validate
+from supportgraph.domain.types import Usage
 
 log = logging.getLogger("supportgraph.collect")
 
-EXTRACT_PROMPT = """Extract the details below from what the customer wrote in this conversation.
-Copy each value exactly as the customer wrote it; leave a detail empty (null) if the customer
-has not given it. Never invent or complete a value. Details wanted:
-{wanted}"""
 
-
-async def collect_info(state: SupportState, runtime: Runtime[SupportContext]) -> dict[str, Any]:
+async def collect_info(state: SupportState, runtime: Runtime[SupportContext]) -> StateUpdate:
     """Fill the current intent's slots from the conversation; ask for what is still missing."""
     ctx = deps(runtime)
     intent = ctx.pack.intents[str(state.get("intent"))]
@@ -52,24 +48,23 @@ async def collect_info(state: SupportState, runtime: Runtime[SupportContext]) ->
     have.update(accepted)
     missing = [s for s in intent.slots if s not in have]
     failures = state.get("failures", 0) + (1 if errors else 0)
-    update: dict[str, Any] = {
+    update: StateUpdate = {
         "route": step(state, "collect_info"),
         "usage": usage,
-        "slots": accepted,
+        "slots": dict(accepted),
         "missing": missing,
         "slot_errors": errors,
         "failures": failures,
     }
-    if errors and failures >= ctx.pack.spec.escalation.max_failures:
+    if errors and policy.gives_up(ctx.pack, failures):
         what = f"{intent.name}: invalid {', '.join(errors)} {failures} times"
         return {
             **update,
             "tried": tried(state, what),
             "handoff_reason": "repeated_failure",
-            "next_node": "escalate_human",
         }
     if not missing:
-        return {**update, "status": "active", "next_node": "resolve"}
+        return {**update, "status": "active", "outcome": "collected"}
     lines = [
         ctx.pack.message("invalid_value", slot=_label(ctx, n), reason=r) for n, r in errors.items()
     ]
@@ -80,7 +75,7 @@ async def collect_info(state: SupportState, runtime: Runtime[SupportContext]) ->
         **update,
         **say(state, ctx, "\n".join(lines)),
         "status": "awaiting_info",
-        "next_node": "end",
+        "outcome": "asked",
     }
 
 
@@ -94,7 +89,7 @@ async def _candidates(
     ctx: SupportContext,
     names: list[str],
     have: dict[str, str],
-    usage: dict[str, int],
+    usage: Usage,
 ) -> dict[str, str]:
     """Raw values for the intent's slots: from the model, else the pack's patterns."""
     slots = ctx.pack.spec.slots
@@ -103,7 +98,7 @@ async def _candidates(
         wanted = "\n".join(f"- {n}: {slots[n].description or slots[n].prompt}" for n in names)
         result = await structured(
             ctx.models.extract,
-            ctx.schemas["slots"],
+            ctx.schemas.slots,
             model_messages(EXTRACT_PROMPT.format(wanted=wanted), state, ctx),
             usage,
             purpose="extract",

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
-from collections.abc import Iterable
-from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 
-from graphs.state import SupportState
+from graphs.state import NodeName, StateUpdate, SupportState
 from nodes.context import SupportContext
-from supportgraph.actions import ActionCall, Outcome, Reason, audit
-from supportgraph.llm import empty_usage
+from supportgraph.domain.actions import ActionCall, AuditOutcome, Reason, audit
+from supportgraph.domain.types import Usage, empty_usage
 
 log = logging.getLogger("supportgraph.nodes")
 
@@ -21,7 +18,7 @@ AFTER = "after:"
 """``topic_start`` prefix: values come only from messages after this one."""
 
 
-def say(state: SupportState, ctx: SupportContext, text: str) -> dict[str, Any]:
+def say(state: SupportState, ctx: SupportContext, text: str) -> StateUpdate:
     """The update that answers the customer with ``text`` (greeting first on a new thread).
 
     The last line of defence: a reply holding one of the pack's secrets or quoting a prompt
@@ -36,14 +33,15 @@ def say(state: SupportState, ctx: SupportContext, text: str) -> dict[str, Any]:
     return {"reply": text, "greeted": True, "messages": [AIMessage(content=text)]}
 
 
-def step(state: SupportState, name: str) -> list[str]:
+def step(state: SupportState, name: NodeName) -> list[NodeName]:
     """The route so far with this node appended."""
     return [*state.get("route", []), name]
 
 
-def usage_of(state: SupportState) -> dict[str, int]:
+def usage_of(state: SupportState) -> Usage:
     """A mutable copy of this turn's usage."""
-    return dict(state.get("usage") or empty_usage())
+    usage = state.get("usage")
+    return Usage(**usage) if usage else empty_usage()
 
 
 def tried(state: SupportState, what: str) -> list[str]:
@@ -114,26 +112,14 @@ def action_call(
         requests=ctx.requests,
         action=action,
         audit=ctx.auditor,
+        records=ctx.record_source,
     )
 
 
 async def audit_intent(
-    state: SupportState, ctx: SupportContext, intent: str, outcome: Outcome, reason: Reason
+    state: SupportState, ctx: SupportContext, intent: str, outcome: AuditOutcome, reason: Reason
 ) -> None:
     """Audit a decision about an intent's action taken outside it (a no, an unclear answer)."""
     action = ctx.pack.intents[intent].action or ""
     kind = ctx.pack.spec.actions[action].uses if action in ctx.pack.spec.actions else ""
     await audit(action_call(state, ctx, action, {}), kind=kind, outcome=outcome, reason=reason)
-
-
-def free_text(text: str, values: Iterable[str]) -> str | None:
-    """The message as a free-text answer, without the identifiers it also gave.
-
-    "caleb@example.org, it arrived broken" answers the email and the reason at once; a
-    message that is only identifiers ("1042") is no free-text answer.
-    """
-    rest = text
-    for value in values:
-        rest = rest.replace(value, " ")
-    rest = re.sub(r"^[\s,;:.#-]+|[\s,;:-]+$", "", " ".join(rest.split()))
-    return rest if len(re.findall(r"\w+", rest)) >= 2 else None

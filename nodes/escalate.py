@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graphs.state import Escalation, SupportState
+from graphs.state import StateUpdate, SupportState
 from nodes.common import say, step
 from nodes.context import SupportContext, deps
+from supportgraph.domain.types import Escalation, EscalationReason
 
-REASON_TEXT = {
+REASON_TEXT: dict[EscalationReason, str] = {
     "requested_human": "the customer asked for a person",
     "low_confidence": "the assistant did not understand the customer {n} times in a row",
     "human_only_intent": "the topic ({intent}) is handled by people only",
@@ -21,7 +21,7 @@ REASON_TEXT = {
 }
 
 
-async def escalate_human(state: SupportState, runtime: Runtime[SupportContext]) -> dict[str, Any]:
+async def escalate_human(state: SupportState, runtime: Runtime[SupportContext]) -> StateUpdate:
     """Record the hand-off packet and tell the customer what happens next.
 
     Later messages in an escalated thread reach this node too: they are kept in the transcript
@@ -30,8 +30,10 @@ async def escalate_human(state: SupportState, runtime: Runtime[SupportContext]) 
     ctx = deps(runtime)
     route = step(state, "escalate_human")
     if state.get("status") == "escalated":
-        return {"route": route, "reply": "", "next_node": "end"}
-    reason = state.get("handoff_reason") or "requested_human"
+        return {"route": route, "reply": "", "outcome": "with_person"}
+    reason = state.get("handoff_reason")
+    if reason is None:
+        raise ValueError("escalate_human reached without a hand-off reason")
     intent = state.get("intent")
     slots = dict(state.get("slots") or {})
     tried_list = list(state.get("tried", []))
@@ -62,5 +64,5 @@ async def escalate_human(state: SupportState, runtime: Runtime[SupportContext]) 
         "escalation": packet,
         "pending_action": None,
         "summary": summary,
-        "next_node": "end",
+        "outcome": "handed_off",
     }

@@ -8,11 +8,10 @@ talked into answering "yes" for the customer gets the question asked again).
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from langgraph.runtime import Runtime
 
-from graphs.state import SupportState
+from graphs.state import Outcome, StateUpdate, SupportState
 from nodes.common import (
     AFTER,
     action_call,
@@ -24,16 +23,18 @@ from nodes.common import (
     tried,
 )
 from nodes.context import SupportContext, deps
-from supportgraph.actions import ActionResult, audit
-from supportgraph.local import text as local_text
+from supportgraph.domain import policy
+from supportgraph.domain.actions import ActionResult, audit
+from supportgraph.domain.local import text as local_text
+from supportgraph.domain.types import Confirmation, PendingAction
 
 log = logging.getLogger("supportgraph.resolve")
 
 
-async def resolve(state: SupportState, runtime: Runtime[SupportContext]) -> dict[str, Any]:
+async def resolve(state: SupportState, runtime: Runtime[SupportContext]) -> StateUpdate:
     """Confirm, cancel or run the pending action, or prepare the intent's action."""
     ctx = deps(runtime)
-    update: dict[str, Any] = {"route": step(state, "resolve")}
+    update: StateUpdate = {"route": step(state, "resolve")}
     pending = state.get("pending_action")
     if pending is not None:
         answer = _confirmation(state, ctx)
@@ -48,7 +49,7 @@ async def resolve(state: SupportState, runtime: Runtime[SupportContext]) -> dict
                 "slots": None,
                 "status": "active",
                 "tried": tried(state, what),
-                "next_node": "end",
+                "outcome": "cancelled",
             }
         if answer != "yes":
             await audit_intent(state, ctx, pending["intent"], "refused", "not_confirmed")
@@ -57,32 +58,31 @@ async def resolve(state: SupportState, runtime: Runtime[SupportContext]) -> dict
                 **update,
                 **say(state, ctx, reply),
                 "status": "awaiting_info",
-                "next_node": "end",
+                "outcome": "unclear",
             }
         result = await _run(state, ctx, pending["intent"], pending["slots"], execute=True)
         return {**update, "pending_action": None, **_outcome(state, ctx, pending["intent"], result)}
     intent = str(state.get("intent"))
     result = await _run(state, ctx, intent, dict(state.get("slots") or {}), execute=False)
     if result.status == "confirm":
-        action = ctx.pack.intents[intent].action or ""
-        pending = {
-            "intent": intent,
-            "action": action,
-            "slots": dict(state.get("slots") or {}),
-            "description": result.reply,
-        }
+        stated = PendingAction(
+            intent=intent,
+            action=ctx.pack.intents[intent].action or "",
+            slots=dict(state.get("slots") or {}),
+            description=result.reply,
+        )
         return {
             **update,
             **say(state, ctx, result.reply),
-            "pending_action": pending,
+            "pending_action": stated,
             "status": "awaiting_info",
             "missing": [],
-            "next_node": "end",
+            "outcome": "confirm",
         }
     return {**update, **_outcome(state, ctx, intent, result)}
 
 
-def _confirmation(state: SupportState, ctx: SupportContext) -> str:
+def _confirmation(state: SupportState, ctx: SupportContext) -> Confirmation:
     """The customer's answer to the pending question: a yes only if their words say yes.
 
     The model's reading may turn a yes into a no or "unclear" (the safe direction), never
@@ -119,11 +119,21 @@ async def _run(
         return ActionResult("failed", ctx.pack.message("action_failed"))
 
 
+OUTCOMES: dict[str, Outcome] = {
+    "done": "done",
+    "confirm": "confirm",
+    "not_found": "not_found",
+    "ineligible": "ineligible",
+    "failed": "failed",
+}
+
+
 def _outcome(
     state: SupportState, ctx: SupportContext, intent: str, result: ActionResult
-) -> dict[str, Any]:
+) -> StateUpdate:
     """The update for a finished action: resolved, or a failure to retry or hand over."""
     what = f"{intent}: {result.status}"
+    outcome = OUTCOMES[result.status]
     if result.status == "done":
         return {
             **say(state, ctx, result.reply),
@@ -132,27 +142,23 @@ def _outcome(
             "missing": [],
             "tried": tried(state, what),
             "summary": f"{intent} resolved",
-            "next_node": "end",
+            "outcome": outcome,
         }
     failures = state.get("failures", 0) + 1
-    base = {"failures": failures, "tried": tried(state, what)}
-    if failures >= ctx.pack.spec.escalation.max_failures:
-        return {**base, "handoff_reason": "repeated_failure", "next_node": "escalate_human"}
-    spec = ctx.pack.intents[intent]
-    # Unknown or refused: forget the values so the customer can give them again.
-    retry = [s for s in spec.slots]
+    update: StateUpdate = {"failures": failures, "tried": tried(state, what), "outcome": outcome}
+    if policy.gives_up(ctx.pack, failures):
+        return {**update, "handoff_reason": "repeated_failure"}
+    if result.status != "not_found":
+        return {**update, **say(state, ctx, result.reply), "missing": [], "status": "active"}
+    # Unknown: forget the values for good (later turns must not read them back from the
+    # window), and ask for them again.
+    retry = list(ctx.pack.intents[intent].slots)
     prompt = " ".join(ctx.pack.spec.slots[s].prompt for s in retry)
-    reply = f"{result.reply}\n{prompt}" if retry and result.status == "not_found" else result.reply
-    status = "awaiting_info" if retry and result.status == "not_found" else "active"
-    slots = None if result.status == "not_found" else {}
-    if result.status == "not_found":
-        # Forget the values for good: later turns must not read them back from the window.
-        base["topic_start"] = AFTER + (latest_customer_id(state) or "")
     return {
-        **base,
-        **say(state, ctx, reply),
-        "slots": slots,
-        "missing": retry if status == "awaiting_info" else [],
-        "status": status,
-        "next_node": "end",
+        **update,
+        **say(state, ctx, f"{result.reply}\n{prompt}" if retry else result.reply),
+        "slots": None,
+        "topic_start": AFTER + (latest_customer_id(state) or ""),
+        "missing": retry,
+        "status": "awaiting_info" if retry else "active",
     }

@@ -1,12 +1,33 @@
-"""Structured-output models the nodes ask the chat model for, built from the pack."""
+"""Structured-output models the nodes ask the chat model for, built from the pack.
+
+Each pack narrows a static base model (the intent to the pack's intent names, the slots to its
+slot names), so the nodes read typed fields whatever the pack.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, create_model
 
-from supportgraph.pack import BUILTIN_INTENTS, Pack
+from supportgraph.domain.pack import BUILTIN_INTENTS, Pack
+from supportgraph.domain.types import Confirmation, Sentiment
+
+
+class Classification(BaseModel):
+    """The intent of the customer's latest message."""
+
+    intent: str = Field(description="The intent of the latest message.")
+    confidence: float = Field(ge=0.0, le=1.0, description="How sure, from 0 to 1.")
+    sentiment: Sentiment = "neutral"
+    confirmation: Confirmation = Field(
+        default="none", description="If the bot asked a yes/no question: the customer's answer."
+    )
+
+
+class SlotValues(BaseModel):
+    """Details the customer has given in the conversation, exactly as written."""
 
 
 class FaqAnswer(BaseModel):
@@ -21,33 +42,31 @@ class FaqAnswer(BaseModel):
     )
 
 
-def build_schemas(pack: Pack) -> dict[str, type[BaseModel]]:
-    """``classification``, ``slots`` and ``faq_answer`` models for this pack."""
+@dataclass(frozen=True)
+class Schemas:
+    """The pack's structured-output models."""
+
+    classification: type[Classification]
+    slots: type[SlotValues]
+    faq_answer: type[FaqAnswer] = FaqAnswer
+
+
+def build_schemas(pack: Pack) -> Schemas:
+    """The models for this pack: its intents and its slots as the model's choices."""
     intents = tuple(i.name for i in pack.spec.intents) + BUILTIN_INTENTS
+    # The pack's names are data: the Literal is built at run time, which no checker can see.
+    intent_type: Any = Literal[intents]
     classification = create_model(
         "Classification",
-        __doc__="The intent of the customer's latest message.",
-        intent=(Literal[intents], Field(description="The intent of the latest message.")),  # type: ignore[valid-type]
-        confidence=(float, Field(ge=0.0, le=1.0, description="How sure, from 0 to 1.")),
-        sentiment=(Literal["negative", "neutral", "positive"], Field(default="neutral")),
-        confirmation=(
-            Literal["yes", "no", "none"],
-            Field(
-                default="none",
-                description="If the bot asked a yes/no question: the customer's answer.",
-            ),
-        ),
+        __base__=Classification,
+        __doc__=Classification.__doc__,
+        intent=(intent_type, Field(description="The intent of the latest message.")),
     )
-    slot_fields = {
-        name: (
-            str | None,
-            Field(default=None, description=slot.description or slot.prompt),
-        )
+    slot_fields: dict[str, Any] = {
+        name: (str | None, Field(default=None, description=slot.description or slot.prompt))
         for name, slot in pack.spec.slots.items()
     }
     slots = create_model(
-        "SlotValues",
-        __doc__="Details the customer has given in the conversation, exactly as written.",
-        **slot_fields,  # type: ignore[call-overload]
+        "SlotValues", __base__=SlotValues, __doc__=SlotValues.__doc__, **slot_fields
     )
-    return {"classification": classification, "slots": slots, "faq_answer": FaqAnswer}
+    return Schemas(classification=classification, slots=slots)

@@ -17,7 +17,8 @@ from rich.markdown import Markdown
 from rich.panel import Panel
 
 from evals.cli import eval_app
-from supportgraph.pack import PackError, load_pack
+from supportgraph.domain.loader import load_pack
+from supportgraph.domain.pack import PackError
 from supportgraph.settings import Settings
 
 if TYPE_CHECKING:
@@ -92,27 +93,12 @@ def chat(
 
 
 async def _chat(settings: Settings, session: str | None) -> None:
-    from checkpoints import open_persistence
-    from graphs.support import build_graph
-    from nodes.context import SupportContext
-    from supportgraph.events import EventHub
-    from supportgraph.service import SessionNotFound, SupportService, TurnLimitReached
-    from supportgraph.webhooks import WebhookConfig
+    from supportgraph import wiring
+    from supportgraph.app.service import SessionNotFound, TurnLimitReached
 
-    async with open_persistence(
-        database_url=settings.database_url, sqlite_path=settings.sqlite_path
-    ) as persistence:
-        # Escalations here reach the agents' queue too; a running service sends the webhooks.
-        events = EventHub(persistence.store, webhooks=WebhookConfig.from_settings(settings))
-        service = SupportService(
-            graph=build_graph().compile(checkpointer=persistence.saver),
-            context=SupportContext.from_settings(settings, requests=persistence.store),
-            store=persistence.store,
-            durability=settings.durability,
-            events=events,
-            keep_checkpoints=settings.keep_checkpoints,
-            max_turns=settings.max_turns_per_session,
-        )
+    # Escalations here reach the agents' queue too; a running service sends the webhooks.
+    async with wiring.running(settings, deliver_webhooks=False) as services:
+        service = services.support
         if session is None:
             session = await service.new_session()
         else:
@@ -227,16 +213,10 @@ def prune(
 
 
 async def _prune(settings: Settings, age: timedelta, keep: int, dry_run: bool) -> PruneReport:
-    from checkpoints import open_persistence
     from checkpoints.retention import prune as prune_store
+    from supportgraph import wiring
 
-    async with open_persistence(
-        database_url=settings.database_url,
-        sqlite_path=settings.sqlite_path,
-        pool_min_size=settings.pool_min_size,
-        pool_max_size=settings.pool_max_size,
-        pool_timeout=settings.pool_timeout,
-    ) as persistence:
+    async with wiring.persistence(settings) as persistence:
         return await prune_store(persistence.store, older_than=age, keep=keep, dry_run=dry_run)
 
 

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
-from supportgraph.pii import REDACTED, mask_for_log
+from supportgraph.domain.pii import REDACTED, mask_for_log
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 session_id_var: ContextVar[str] = ContextVar("session_id", default="-")

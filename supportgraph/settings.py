@@ -12,8 +12,11 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from limits import parse_many
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from supportgraph.domain.llm import StructuredMethod
+from supportgraph.domain.webhooks import WebhookEvent
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PACK = PROJECT_ROOT / "packs" / "store"
@@ -83,9 +86,7 @@ class Settings(BaseSettings):
     llm_timeout: float = Field(default=15.0, gt=0)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     llm_temperature: float = Field(default=0.0, ge=0.0, le=2.0)
-    structured_output_method: Literal["function_calling", "json_schema", "json_mode"] = (
-        "function_calling"
-    )
+    structured_output_method: StructuredMethod = "function_calling"
 
     # Conversation
     low_confidence: float | None = Field(
@@ -187,8 +188,9 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr | None = Field(
         default=None, description="Signs webhook bodies (HMAC-SHA256); required with URLs."
     )
-    webhook_events: list[Literal["escalated", "agent_reply", "resolved"]] = Field(
-        default_factory=lambda: ["escalated"], description="Which events are sent."
+    webhook_events: list[WebhookEvent] = Field(
+        default_factory=lambda: list[WebhookEvent](["escalated"]),
+        description="Which events are sent.",
     )
     webhook_timeout: float = Field(default=10.0, gt=0)
     webhook_backoff_initial: float = Field(default=2.0, gt=0, description="First retry delay (s).")
@@ -247,6 +249,23 @@ class Settings(BaseSettings):
             except ValueError:
                 raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _webhook_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_secret(self) -> Settings:
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ValueError(
+                "SUPPORTGRAPH_WEBHOOK_SECRET must be set when SUPPORTGRAPH_WEBHOOK_URLS is "
+                "(receivers check the signature with it)"
+            )
+        return self
 
     @property
     def shared_rate_limits(self) -> bool:

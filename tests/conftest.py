@@ -28,7 +28,7 @@ def make_settings(**overrides: Any) -> Settings:
     """Settings for a test: no .env, offline unless a key is given, fast retries."""
     values: dict[str, Any] = {"log_json": True, "llm_max_retries": 0, "llm_timeout": 5.0}
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def stub_llm_settings(**overrides: Any) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from supportgraph.pack import PackError, load_pack
+from supportgraph.domain.loader import load_pack
+from supportgraph.domain.pack import PackError
 from tests.conftest import ISP_PACK, STORE_PACK, make_settings
 
 

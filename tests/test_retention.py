@@ -212,8 +212,7 @@ async def test_prune_deletes_idle_sessions_and_keeps_the_state_of_live_ones(
             await live.say(text)
         await live.say(f"where is my order {PLACED['order_id']}")
         service = app_of(client).state.service
-        config = {"configurable": {"thread_id": live.session_id}}
-        state_before = (await service.graph.aget_state(config)).values
+        state_before = await service.graph.values(live.session_id)
         transcript_before = await live.transcript()
         assert checkpoints_of(backend, live.session_id) > 3
         long_ago = datetime.now(UTC) - timedelta(days=40)
@@ -235,7 +234,7 @@ async def test_prune_deletes_idle_sessions_and_keeps_the_state_of_live_ones(
 
         assert rows_mentioning(backend, idle.session_id) == {}
         assert checkpoints_of(backend, live.session_id) == 2
-        assert (await service.graph.aget_state(config)).values == state_before
+        assert await service.graph.values(live.session_id) == state_before
         assert await live.transcript() == transcript_before
         done = await live.say(PLACED["email"])
     assert done["status"] == "resolved"

@@ -92,7 +92,7 @@ async def test_fifty_concurrent_posts_to_one_session_keep_every_accepted_message
 
 
 class Gate:
-    """Stands in for ``graph.ainvoke``: holds every turn until released."""
+    """Stands in for the service graph's ``turn``: holds every turn until released."""
 
     def __init__(self, real: Any) -> None:
         self.real = real
@@ -108,8 +108,8 @@ class Gate:
 def hold_turns(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> Gate:
     """Make the app's turns wait at the graph until ``gate.release`` is set."""
     graph = app_of(client).state.service.graph
-    gate = Gate(graph.ainvoke)
-    monkeypatch.setattr(graph, "ainvoke", gate)
+    gate = Gate(graph.turn)
+    monkeypatch.setattr(graph, "turn", gate)
     return gate
 
 
@@ -254,7 +254,7 @@ def test_a_large_faq_index_is_cached_on_disk_and_reloaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from bench.retrieval import generate
-    from supportgraph import retrieval
+    from supportgraph.domain import retrieval
 
     monkeypatch.setattr(retrieval, "CACHE_MIN_ENTRIES", 50)
     entries = generate(80)

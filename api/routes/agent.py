@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -22,16 +21,12 @@ from api.schemas import (
     AgentTranscriptMessage,
     ClaimOut,
     ConversationOut,
-    EscalationOut,
     Note,
     Queue,
     QueueItem,
-    Status,
 )
-from checkpoints.store import SessionRow
-from graphs.state import EscalationReason
-from supportgraph.events import agent_view
-from supportgraph.handoff import BadCursor, ClaimConflict, NotEscalated
+from supportgraph.app.events import agent_view
+from supportgraph.domain.types import EscalationReason, Session, SessionFilter, Status
 
 AGENT_ERRORS = documented(
     {
@@ -58,19 +53,6 @@ SSE_RESPONSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-@contextmanager
-def _as_http() -> Iterator[None]:
-    """Map hand-off errors to HTTP answers."""
-    try:
-        yield
-    except ClaimConflict as exc:
-        raise HTTPException(409, str(exc)) from exc
-    except NotEscalated as exc:
-        raise HTTPException(409, str(exc)) from exc
-    except BadCursor as exc:
-        raise HTTPException(422, str(exc)) from exc
-
-
 def _utc(instant: datetime) -> datetime:
     """``instant`` in UTC, as the store keeps times (SQLite compares them as text)."""
     if instant.tzinfo is None:
@@ -88,12 +70,9 @@ def _forcing(agent: Agent, force: bool) -> bool:
     return force
 
 
-def _claim_out(row: SessionRow) -> ClaimOut:
+def _claim_out(row: Session) -> ClaimOut:
     return ClaimOut(
-        session_id=row.id,
-        status=row.status,  # type: ignore[arg-type]
-        claimed_by=row.claimed_by,
-        claimed_at=row.claimed_at,
+        session_id=row.id, status=row.status, claimed_by=row.claimed_by, claimed_at=row.claimed_at
     )
 
 
@@ -124,36 +103,30 @@ async def list_sessions(
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
 ) -> Queue:
     """Conversations, newest activity first, with filters and cursor pagination."""
-    if updated_since is not None:
-        updated_since = _utc(updated_since)
-    with _as_http():
-        page = await handoff.queue(
-            statuses=list(status) if status else None,
-            reason=reason,
-            claimed_by=None if claimed_by == "none" else claimed_by,
-            unclaimed=claimed_by == "none",
-            updated_since=updated_since,
-            cursor=cursor,
-            limit=limit,
+    filters = SessionFilter(
+        statuses=tuple(status or ()),
+        reason=reason,
+        claimed_by=None if claimed_by == "none" else claimed_by,
+        unclaimed=claimed_by == "none",
+        updated_since=_utc(updated_since) if updated_since is not None else None,
+    )
+    page = await handoff.queue(filters, cursor=cursor, limit=limit)
+    items = [
+        QueueItem(
+            session_id=e.session.id,
+            status=e.session.status,
+            intent=e.session.intent,
+            escalation_reason=e.session.escalation_reason,
+            claimed_by=e.session.claimed_by,
+            claimed_at=e.session.claimed_at,
+            customer_id=e.session.customer_id,
+            turns=e.session.turns,
+            created_at=e.session.created_at,
+            updated_at=e.session.updated_at,
+            last_message=e.last_message,
         )
-    items = []
-    for entry in page.items:
-        row: SessionRow = entry["row"]
-        items.append(
-            QueueItem(
-                session_id=row.id,
-                status=row.status,  # type: ignore[arg-type]
-                intent=row.intent,
-                escalation_reason=row.escalation_reason,
-                claimed_by=row.claimed_by,
-                claimed_at=row.claimed_at,
-                customer_id=row.customer_id,
-                turns=row.turns,
-                created_at=row.created_at,
-                updated_at=row.updated_at,
-                last_message=entry["last_message"],
-            )
-        )
+        for e in page.items
+    ]
     return Queue(items=items, next_cursor=page.next_cursor, last_event_id=page.last_event_id)
 
 
@@ -166,7 +139,7 @@ async def get_conversation(
     row = conv.session
     return ConversationOut(
         session_id=row.id,
-        status=row.status,  # type: ignore[arg-type]
+        status=row.status,
         intent=row.intent,
         pack_version=row.pack_version,
         customer_id=row.customer_id,
@@ -176,19 +149,22 @@ async def get_conversation(
         created_at=row.created_at,
         updated_at=row.updated_at,
         slots=conv.slots,
-        escalation=EscalationOut(**conv.escalation) if conv.escalation else None,
+        escalation=conv.escalation,
         summary=conv.summary,
         messages=[
             AgentTranscriptMessage(
                 id=m.id,
-                role=m.role,  # type: ignore[arg-type]
+                role=m.role,
                 content=m.content,
                 created_at=m.created_at,
                 author=m.author,
             )
             for m in conv.messages
         ],
-        notes=[Note(**n) for n in conv.notes],
+        notes=[
+            Note(id=n.id, author=n.author, content=n.content, created_at=n.created_at)
+            for n in conv.notes
+        ],
     )
 
 
@@ -197,8 +173,7 @@ async def claim(
     session_id: SessionId, agent: CurrentAgent, handoff: HandoffDep, force: Force = False
 ) -> ClaimOut:
     """Take the conversation: one agent at a time (409 if another holds it)."""
-    with _as_http():
-        row = await handoff.claim(session_id, agent=agent.name, force=_forcing(agent, force))
+    row = await handoff.claim(session_id, agent=agent.name, force=_forcing(agent, force))
     return _claim_out(row)
 
 
@@ -207,8 +182,7 @@ async def release(
     session_id: SessionId, agent: CurrentAgent, handoff: HandoffDep, force: Force = False
 ) -> ClaimOut:
     """Let go of the conversation so another agent can take it."""
-    with _as_http():
-        row = await handoff.release(session_id, agent=agent.name, force=_forcing(agent, force))
+    row = await handoff.release(session_id, agent=agent.name, force=_forcing(agent, force))
     return _claim_out(row)
 
 
@@ -217,8 +191,7 @@ async def reply(
     session_id: SessionId, body: AgentText, agent: CurrentAgent, handoff: HandoffDep
 ) -> AgentTranscriptMessage:
     """Answer the customer (their transcript shows it with role `agent`)."""
-    with _as_http():
-        message = await handoff.reply(session_id, agent=agent.name, text=body.text)
+    message = await handoff.reply(session_id, agent=agent.name, text=body.text)
     return AgentTranscriptMessage(
         id=message.id,
         role="agent",
@@ -233,22 +206,21 @@ async def add_note(
     session_id: SessionId, body: AgentText, agent: CurrentAgent, handoff: HandoffDep
 ) -> Note:
     """Add an internal note: agents see it, the customer never does."""
-    return Note(**await handoff.note(session_id, agent=agent.name, text=body.text))
+    note = await handoff.note(session_id, agent=agent.name, text=body.text)
+    return Note(id=note.id, author=note.author, content=note.content, created_at=note.created_at)
 
 
 @router.post("/sessions/{session_id}/hand-back", response_model=ClaimOut)
 async def hand_back(session_id: SessionId, agent: CurrentAgent, handoff: HandoffDep) -> ClaimOut:
     """Give the conversation back to the bot (the next customer message runs the graph)."""
-    with _as_http():
-        row = await handoff.hand_back(session_id, agent=agent.name)
+    row = await handoff.hand_back(session_id, agent=agent.name)
     return _claim_out(row)
 
 
 @router.post("/sessions/{session_id}/resolve", response_model=ClaimOut)
 async def resolve(session_id: SessionId, agent: CurrentAgent, handoff: HandoffDep) -> ClaimOut:
     """Close the conversation."""
-    with _as_http():
-        row = await handoff.resolve(session_id, agent=agent.name)
+    row = await handoff.resolve(session_id, agent=agent.name)
     return _claim_out(row)
 
 
@@ -267,7 +239,7 @@ async def events(
     that id is missed (including across reconnects and worker processes).
     """
     hub = service.events
-    after = last_event_id if last_event_id is not None else await service.store.last_event_id()
+    after = last_event_id if last_event_id is not None else await service.events.last_event_id()
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
         yield {"event": "ready", "data": json.dumps({"after": after}), "retry": 2000}

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse
 from api.deps import ServiceDep
 from api.errors import documented, error_response
 from api.schemas import Health
-from checkpoints import StoreUnavailable
+from supportgraph.domain.ports import StoreUnavailable
 
 router = APIRouter(tags=["health"])
 
@@ -23,7 +23,7 @@ async def health() -> Health:
 async def ready(service: ServiceDep) -> Health | JSONResponse:
     """The database answers."""
     try:
-        await service.store.ping()
+        backend = await service.ready()
     except StoreUnavailable:
         return error_response(503, "the database is unavailable", details={"database": "down"})
-    return Health(status="ready", database=service.store.backend)
+    return Health(status="ready", database=backend)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
 from api.deps import (
     HandoffDep,
@@ -17,7 +16,7 @@ from api.deps import (
 )
 from api.errors import ERROR_RESPONSES
 from api.schemas import CustomerSession, CustomerSessions, SessionToken
-from supportgraph.handoff import BadCursor
+from supportgraph.domain.types import SessionFilter
 from supportgraph.logs import session_id_var
 
 router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESPONSES)
@@ -41,18 +40,15 @@ async def list_customer_sessions(
     limit: Annotated[int, Query(ge=1, le=100)] = 25,
 ) -> CustomerSessions:
     """A company customer's sessions, newest activity first (server key)."""
-    try:
-        page = await handoff.queue(customer_id=customer_id, cursor=cursor, limit=limit)
-    except BadCursor as exc:
-        raise HTTPException(422, str(exc)) from exc
+    page = await handoff.queue(SessionFilter(customer_id=customer_id), cursor=cursor, limit=limit)
     return CustomerSessions(
         items=[
             CustomerSession(
-                session_id=e["row"].id,
-                status=e["row"].status,
-                intent=e["row"].intent,
-                created_at=e["row"].created_at,
-                updated_at=e["row"].updated_at,
+                session_id=e.session.id,
+                status=e.session.status,
+                intent=e.session.intent,
+                created_at=e.session.created_at,
+                updated_at=e.session.updated_at,
             )
             for e in page.items
         ],
@@ -65,5 +61,5 @@ async def rotate_token(
     session_id: OwnedSession, service: ServiceDep, tokens: TokensDep
 ) -> SessionToken:
     """Rotate: a new token, and every token issued before it stops working."""
-    await service.store.revoke_tokens(session_id, issued_before_us=time.time_ns() // 1000)
+    await service.rotate_tokens(session_id)
     return SessionToken(session_id=session_id, session_token=tokens.issue(session_id))

@@ -11,19 +11,18 @@ from sse_starlette import EventSourceResponse
 
 from api.deps import (
     CREDENTIALS_OPTIONAL,
-    CustomerCaller,
+    ChatCaller,
     LastEventId,
     OwnedSession,
     ServiceDep,
     TokensDep,
-    authorize_caller,
+    chat_session,
 )
-from api.errors import ERROR_RESPONSES
-from api.schemas import ChatRequest, ChatResponse
-from checkpoints import StoreUnavailable
-from supportgraph.events import customer_view
+from api.errors import ERROR_RESPONSES, documented
+from api.schemas import ChatRequest, chat_response
+from supportgraph.app.events import customer_view
+from supportgraph.domain.ports import StoreUnavailable
 from supportgraph.logs import session_id_var
-from supportgraph.service import SessionBusy, TurnLimitReached, TurnResult
 
 router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESPONSES)
 
@@ -54,41 +53,33 @@ def _error(code: str, message: str) -> dict[str, Any]:
     return {"event": "error", "data": json.dumps(body)}
 
 
-def chat_response(session_id: str, token: str, result: TurnResult) -> ChatResponse:
-    """The body of a chat answer (the same for the plain and the streamed route)."""
-    return ChatResponse(
-        session_id=session_id,
-        session_token=token,
-        reply=result.reply,
-        intent=result.intent,
-        status=result.status,  # type: ignore[arg-type]
-        citations=result.citations,  # type: ignore[arg-type]
-        route=result.route,
-        usage=result.usage,  # type: ignore[arg-type]
-    )
-
-
 @router.post(
     "/chat/stream",
     response_class=EventSourceResponse,
-    responses=CHAT_STREAM_RESPONSE,
+    responses={
+        **CHAT_STREAM_RESPONSE,
+        **documented(
+            {
+                409: "A turn of the session runs (busy policy reject: session_busy, with"
+                " Retry-After), or the session has taken its most messages (turn_limit_reached)"
+            }
+        ),
+    },
     openapi_extra=CREDENTIALS_OPTIONAL,
 )
 async def chat_stream(
-    body: ChatRequest, service: ServiceDep, tokens: TokensDep, caller: CustomerCaller
+    body: ChatRequest, service: ServiceDep, tokens: TokensDep, caller: ChatCaller
 ) -> EventSourceResponse:
     """Send a customer message and receive the reply as it is produced (SSE).
 
-    The turn runs to the end even if the client goes away, so the thread stays valid.
+    The same credentials and checks as POST /api/support/chat, answered before the stream
+    starts: the stream opens once the turn holds its session. The turn then runs to the end
+    even if the client goes away, so the thread stays valid.
     """
-    if body.session_id is None:
-        session_id = await service.new_session(customer_id=caller.customer_id if caller else None)
-    else:
-        await authorize_caller(service, body.session_id, caller)
-        session_id = body.session_id
+    session_id, issued_us = await chat_session(service, body.session_id, caller)
     session_id_var.set(session_id)
     token = tokens.issue(session_id)
-    turn = service.start_turn(session_id, body.message)
+    turn = await service.start_turn(session_id, body.message, token_issued_us=issued_us)
 
     async def stream() -> AsyncIterator[dict[str, Any]]:
         start = {"session_id": session_id, "session_token": token}
@@ -98,17 +89,10 @@ async def chat_stream(
                 if isinstance(item, str):
                     yield {"event": "delta", "data": json.dumps({"text": item})}
                 else:
-                    done = chat_response(session_id, token, item)
+                    done = chat_response(token, item)
                     yield {"event": "done", "data": done.model_dump_json()}
         except StoreUnavailable:
             yield _error("unavailable", "the database is unavailable; try again shortly")
-        except SessionBusy:
-            yield _error(
-                "session_busy",
-                "a message of this session is being answered; send this one after it",
-            )
-        except TurnLimitReached as exc:
-            yield _error("turn_limit_reached", str(exc))
 
     return EventSourceResponse(stream(), ping=service.events.heartbeat)
 

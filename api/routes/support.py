@@ -6,14 +6,20 @@ from fastapi import APIRouter
 
 from api.deps import (
     CREDENTIALS_OPTIONAL,
-    Claims,
+    ChatCaller,
     OwnedSession,
     ServiceDep,
     TokensDep,
-    authorize,
+    chat_session,
 )
 from api.errors import ERROR_RESPONSES, documented
-from api.schemas import ChatRequest, ChatResponse, SessionResponse, TranscriptMessage
+from api.schemas import (
+    ChatRequest,
+    ChatResponse,
+    SessionResponse,
+    TranscriptMessage,
+    chat_response,
+)
 from supportgraph.logs import session_id_var
 
 router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESPONSES)
@@ -31,29 +37,17 @@ router = APIRouter(prefix="/api/support", tags=["support"], responses=ERROR_RESP
     ),
 )
 async def chat(
-    body: ChatRequest, service: ServiceDep, tokens: TokensDep, claims: Claims
+    body: ChatRequest, service: ServiceDep, tokens: TokensDep, caller: ChatCaller
 ) -> ChatResponse:
-    """Send a customer message; without ``session_id`` a new session starts."""
-    issued_us = None
-    if body.session_id is None:
-        session_id = await service.new_session()
-    else:
-        authorize(body.session_id, claims.session_id if claims else None)
-        session_id = body.session_id
-        # A revoked token is refused under the session's lock, with the row read there.
-        issued_us = claims.issued_us if claims else None
+    """Send a customer message; without ``session_id`` a new session starts.
+
+    The session token of the session, or a server key for the session's customer (a new
+    session then belongs to that customer).
+    """
+    session_id, issued_us = await chat_session(service, body.session_id, caller)
     session_id_var.set(session_id)
     result = await service.turn(session_id, body.message, token_issued_us=issued_us)
-    return ChatResponse(
-        session_id=session_id,
-        session_token=tokens.issue(session_id),
-        reply=result.reply,
-        intent=result.intent,
-        status=result.status,  # type: ignore[arg-type]
-        citations=result.citations,  # type: ignore[arg-type]
-        route=result.route,
-        usage=result.usage,  # type: ignore[arg-type]
-    )
+    return chat_response(tokens.issue(session_id), result)
 
 
 @router.get("/sessions/{session_id}", response_model=SessionResponse)
@@ -62,13 +56,13 @@ async def get_session(session_id: OwnedSession, service: ServiceDep) -> SessionR
     view = await service.view(session_id)
     return SessionResponse(
         session_id=session_id,
-        status=view.session.status,  # type: ignore[arg-type]
+        status=view.session.status,
         intent=view.session.intent,
         pack_version=view.session.pack_version,
         slots=view.slots,
-        escalation=view.escalation,  # type: ignore[arg-type]
+        escalation=view.escalation,
         messages=[
-            TranscriptMessage(role=m.role, content=m.content, created_at=m.created_at)  # type: ignore[arg-type]
+            TranscriptMessage(role=m.role, content=m.content, created_at=m.created_at)
             for m in view.messages
         ],
     )

@@ -136,7 +136,13 @@ async function streamTurn(text) {
     stream?.stop();
     return streamTurn(text); // the old session is gone: start a new one
   }
-  if (!response.ok) throw new Error(`HTTP ${response.status}`);
+  if (!response.ok) {
+    // Refused before the stream starts (the message limit, a busy session): say why.
+    const refusal = await response.json().catch(() => null);
+    if (!refusal?.error?.message) throw new Error(`HTTP ${response.status}`);
+    bubble("assistant", refusal.error.message);
+    return;
+  }
   await readEvents(response, (event) => {
     const data = JSON.parse(event.data);
     if (event.event === "start") {

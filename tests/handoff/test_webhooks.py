@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from supportgraph.webhooks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
+from supportgraph.domain.webhooks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
 from tests.handoff.helpers import agent_token, live_server
 from tests.utils.db import fresh_schema
 from tests.utils.servers import free_port, serve_process

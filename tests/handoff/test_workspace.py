@@ -77,10 +77,8 @@ async def test_hand_off_round_trip(app_factory: Any, backend: dict[str, Any]) ->
         assert [n["content"] for n in conv["notes"]] == ["VIP customer; secret-note"]
 
         # The agent's reply is in the graph's window: the bot sees it after hand-back.
-        state = await app_of(client).state.service.graph.aget_state(
-            {"configurable": {"thread_id": sid}}
-        )
-        assert any(isinstance(m, AIMessage) and m.name == "agent" for m in state.values["messages"])
+        state = await app_of(client).state.service.graph.values(sid)
+        assert any(isinstance(m, AIMessage) and m.name == "agent" for m in state["messages"])
 
         back = await alice.post(f"/sessions/{sid}/hand-back")
         assert back["status"] == "active" and back["claimed_by"] is None

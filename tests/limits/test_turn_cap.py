@@ -4,7 +4,6 @@ is told to start a new conversation; the production default (1,000) is enforced 
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 from collections import Counter
 from typing import Any
@@ -25,12 +24,11 @@ def set_turns(backend: dict[str, Any], session_id: str, turns: int) -> None:
         conn.execute("UPDATE sg_sessions SET turns = ? WHERE id = ?", (turns, session_id))
 
 
-def assert_turn_limit(body: dict[str, Any], limit: int, *, details: bool = True) -> str:
+def assert_turn_limit(body: dict[str, Any], limit: int) -> str:
     """The refusal's error: code, the limit, and what to do next."""
     error = body["error"]
     assert error["code"] == "turn_limit_reached", error
-    if details:  # an SSE error event carries no details
-        assert error["details"] == {"max_turns": limit}
+    assert error["details"] == {"max_turns": limit}
     assert f"limit of {limit} messages" in error["message"]
     assert "start a new conversation" in error["message"]
     return str(error["message"])
@@ -106,10 +104,11 @@ async def test_concurrent_messages_cannot_overshoot_the_cap(
     assert len([m for m in transcript["messages"] if m["role"] == "customer"]) == 3
 
 
-async def test_the_streamed_chat_reports_the_cap_as_an_error_event(
+async def test_the_streamed_chat_refuses_past_the_cap_before_its_stream_starts(
     app_factory: Any, sqlite_backend: dict[str, Any]
 ) -> None:
-    """The widget's route: the status line has gone out, so the refusal is an SSE ``error``."""
+    """The widget's route answers like the plain chat: the turn is refused under the session's
+    lock, before the stream opens, so the refusal is a 409 in the error shape."""
     async with app_factory(
         **sqlite_backend, max_turns_per_session=1, stream_chunk_delay=0
     ) as client:
@@ -120,10 +119,6 @@ async def test_the_streamed_chat_reports_the_cap_as_an_error_event(
             json={"message": "more", "session_id": customer.session_id},
             headers={"Authorization": f"Bearer {customer.token}"},
         )
-    events = [
-        (block.split("event: ")[1].split("\r\n")[0], block.split("data: ")[1].split("\r\n")[0])
-        for block in response.text.split("\r\n\r\n")
-        if "event: " in block and "data: " in block
-    ]
-    assert [kind for kind, _ in events] == ["start", "error"]
-    assert_turn_limit(json.loads(events[1][1]), 1, details=False)
+    assert response.status_code == 409, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    assert_turn_limit(response.json(), 1)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from supportgraph.local.intents import (
+from supportgraph.domain.local.intents import (
     DEFAULT_THRESHOLD,
     IntentClassifier,
     IntentScore,
@@ -328,7 +328,7 @@ def test_the_fast_scorer_gives_sklearns_own_margins(intents: int) -> None:
     """LinearScorer skips sklearn's per-call machinery, not its arithmetic."""
     from scipy.sparse import csr_matrix, hstack
 
-    from supportgraph.local.intents import EMBEDDING_WEIGHT, LinearScorer
+    from supportgraph.domain.local.intents import EMBEDDING_WEIGHT, LinearScorer
 
     examples = dict(list(PACK.items())[:intents])
     clf = IntentClassifier(examples, embedder="auto")
@@ -351,7 +351,7 @@ def test_the_fast_scorer_gives_sklearns_own_margins(intents: int) -> None:
 def test_the_fast_scorer_refuses_vectorizers_it_does_not_reproduce() -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from supportgraph.local.intents import LinearScorer
+    from supportgraph.domain.local.intents import LinearScorer
 
     clf = IntentClassifier(PACK, embedder=None)
     binary = TfidfVectorizer(binary=True, sublinear_tf=True).fit(["alpha beta", "beta gamma"])

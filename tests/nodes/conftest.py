@@ -1,8 +1,8 @@
 """Fixtures for node tests: real contexts, a real SQLite store, a compiled graph, a stubbed model.
 
 Fitting a pack's local mode takes seconds, so each (pack, mode) context is built once per
-session with ``SupportContext.from_settings`` and every test gets a copy wired to its own
-store. The only stub is the LLM provider's HTTP endpoint (respx at ``COMPLETIONS``).
+session with ``wiring.support_context`` and every test gets a copy wired to its own store.
+The only stub is the LLM provider's HTTP endpoint (respx at ``COMPLETIONS``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,24 @@ import pytest
 import respx
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END
 from langgraph.runtime import Runtime
 
-from checkpoints import Store, open_persistence
-from graphs.support import build_graph
+from checkpoints import open_persistence
+from checkpoints.store import SqlStore
+from graphs.support import (
+    build_graph,
+    route_after_classify,
+    route_after_collect,
+    route_after_faq,
+    route_after_resolve,
+)
+from nodes.classify import classify_intent
+from nodes.collect import collect_info
 from nodes.context import SupportContext
-from supportgraph.llm import Models
+from nodes.faq import handle_faq
+from nodes.resolve import resolve
+from supportgraph import wiring
 from tests.conftest import ISP_PACK, STORE_PACK, make_settings, stub_llm_settings
 from tests.utils.openai import COMPLETIONS, ScriptedModel
 
@@ -42,19 +54,19 @@ def base_context() -> Callable[..., SupportContext]:
         if key not in cache:
             if model:
                 settings = make_settings(pack_path=PACKS[pack], **stub_llm_settings())
-                models = Models.from_settings(settings)
+                models = wiring.models(settings)
                 assert models is not None
                 cache[key] = dataclasses.replace(get(pack), models=models)
             else:
                 settings = make_settings(pack_path=PACKS[pack])
-                cache[key] = SupportContext.from_settings(settings)
+                cache[key] = wiring.support_context(settings)
         return cache[key]
 
     return get
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
+async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
     """Our real SQLite tables (sessions, transcript, requests) in a fresh file."""
     async with open_persistence(database_url=None, sqlite_path=tmp_path / "nodes.sqlite") as p:
         yield p.store
@@ -62,12 +74,12 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 def make_ctx(
-    base_context: Callable[..., SupportContext], store: Store
+    base_context: Callable[..., SupportContext], store: SqlStore
 ) -> Callable[..., SupportContext]:
     """``make_ctx(pack="store", model=False)``: a context writing requests to the test's store."""
 
     def make(pack: str = "store", *, model: bool = False) -> SupportContext:
-        return dataclasses.replace(base_context(pack, model=model), requests=store)
+        return dataclasses.replace(base_context(pack, model=model), requests=store, audit=store)
 
     return make
 
@@ -101,10 +113,11 @@ def llm() -> Iterator[Callable[[dict[str, list[Any]]], ScriptedModel]]:
 class Conversation:
     """One thread of the compiled graph (in-memory checkpointer) with a session row in the store."""
 
-    def __init__(self, ctx: SupportContext, store: Store) -> None:
+    def __init__(self, ctx: SupportContext, store: SqlStore) -> None:
         self.ctx = ctx
         self.store = store
-        self.graph = build_graph().compile(checkpointer=InMemorySaver())
+        self.saver = InMemorySaver()
+        self.graph = build_graph().compile(checkpointer=self.saver)
         self.session_id = "s-" + secrets.token_hex(6)
         self.config: Any = {"configurable": {"thread_id": self.session_id}}
         self.started = False
@@ -130,7 +143,7 @@ class Conversation:
 
 
 @pytest.fixture
-def chat(make_ctx: Callable[..., SupportContext], store: Store) -> Callable[..., Conversation]:
+def chat(make_ctx: Callable[..., SupportContext], store: SqlStore) -> Callable[..., Conversation]:
     """``chat(pack="store", model=False)``: a new conversation through the compiled graph."""
 
     def start(pack: str = "store", *, model: bool = False) -> Conversation:
@@ -154,11 +167,34 @@ def state() -> Callable[..., dict[str, Any]]:
     return turn_state
 
 
+ROUTES: dict[Callable[..., Any], Callable[..., Any]] = {
+    classify_intent: route_after_classify,
+    handle_faq: route_after_faq,
+    collect_info: route_after_collect,
+    resolve: route_after_resolve,
+}
+"""The routing function that decides where the graph goes after each node."""
+
+
 @pytest.fixture
 def run() -> Callable[..., Any]:
-    """``await run(node, state, ctx)``: call a node function as the graph would."""
+    """``await run(node, state, ctx)``: call a node function as the graph would.
+
+    The node's update comes back with ``goes_to``: where the graph's routing function sends
+    the turn from the state the update leaves (``end`` for the end of the turn).
+    """
 
     async def call(node: Callable[..., Any], values: dict[str, Any], ctx: SupportContext) -> Any:
-        return await node(values, Runtime(context=ctx))
+        runtime = Runtime(context=ctx)
+        out = await node(values, runtime)
+        route = ROUTES.get(node)
+        if route is None:
+            return {**out, "goes_to": "end"}
+        after = {**values, **out}
+        if route is route_after_classify:
+            target = await route(after, runtime)
+        else:
+            target = await route(after)
+        return {**out, "goes_to": "end" if target == END else target}
 
     return call

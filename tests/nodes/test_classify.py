@@ -34,7 +34,7 @@ def pending_refund() -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    ("message", "intent", "next_node"),
+    ("message", "intent", "goes_to"),
     [
         ("where is my order, it has not arrived", "order_status", "collect_info"),
         ("I want to return my order for a refund", "refund_request", "collect_info"),
@@ -48,10 +48,10 @@ def pending_refund() -> dict[str, Any]:
     ],
 )
 async def test_typical_messages_get_the_pack_intent(
-    run: Any, state: Any, ctx: Any, message: str, intent: str, next_node: str
+    run: Any, state: Any, ctx: Any, message: str, intent: str, goes_to: str
 ) -> None:
     out = await run(classify_intent, state(message), ctx)
-    assert (out["intent"], out["next_node"]) == (intent, next_node)
+    assert (out["intent"], out["goes_to"]) == (intent, goes_to)
     assert out["confidence"] >= ctx.low_confidence
 
 
@@ -133,7 +133,7 @@ async def test_negative_threshold_comes_from_the_pack(
     assert below["negative_turns"] == threshold - 1
     assert below.get("handoff_reason") != "negative_sentiment"
     assert at["negative_turns"] == threshold
-    assert (at["next_node"], at["handoff_reason"]) == ("escalate_human", "negative_sentiment")
+    assert (at["goes_to"], at["handoff_reason"]) == ("escalate_human", "negative_sentiment")
 
 
 async def test_neutral_message_does_not_count_as_negative(run: Any, state: Any, ctx: Any) -> None:
@@ -160,7 +160,7 @@ async def test_pending_confirmation_goes_to_resolve(
     )
     out = await run(classify_intent, values, ctx)
     assert out["confirmation"] == reading
-    assert (out["intent"], out["next_node"]) == ("refund_request", "resolve")
+    assert (out["intent"], out["goes_to"]) == ("refund_request", "resolve")
     assert "pending_action" not in out, "the pending action is resolve's to settle"
 
 
@@ -169,7 +169,7 @@ async def test_yes_without_a_pending_action_is_not_a_confirmation(
 ) -> None:
     out = await run(classify_intent, state("yes"), ctx)
     assert out["confirmation"] == "none"
-    assert out["next_node"] != "resolve"
+    assert out["goes_to"] != "resolve"
 
 
 async def test_a_value_while_awaiting_info_stays_in_collect_info(
@@ -188,7 +188,7 @@ async def test_a_value_while_awaiting_info_stays_in_collect_info(
         slots={"order_number": DELIVERED["order_id"]},
     )
     out = await run(classify_intent, values, ctx)
-    assert (out["intent"], out["next_node"]) == ("refund_request", "collect_info")
+    assert (out["intent"], out["goes_to"]) == ("refund_request", "collect_info")
     assert "slots" not in out, "the slots collected so far are kept"
 
 
@@ -205,26 +205,29 @@ async def test_a_new_transaction_while_awaiting_info_switches_topic(
         slots={"email": DELIVERED["email"]},
     )
     out = await run(classify_intent, values, ctx)
-    assert (out["intent"], out["next_node"]) == ("billing", "collect_info")
+    assert (out["intent"], out["goes_to"]) == ("billing", "collect_info")
     assert out["slots"] == {"email": DELIVERED["email"]}, "identifiers billing needs are kept"
 
 
-async def test_per_turn_fields_are_reset(run: Any, state: Any, ctx: Any) -> None:
-    stale = {
-        "route": ["classify_intent", "handle_faq"],
-        "citations": [{"id": "return-policy", "title": "Returns"}],
-        "usage": {"llm_calls": 3, "input_tokens": 90, "output_tokens": 30, "degraded": 1},
-        "reply": "an old reply",
-        "slot_errors": {"order_number": "bad"},
-        "handoff_reason": "no_answer",
-        "turn": 4,
-    }
-    out = await run(classify_intent, state("has my order shipped?", **stale), ctx)
+async def test_classify_writes_only_this_turns_output(run: Any, state: Any, ctx: Any) -> None:
+    out = await run(classify_intent, state("has my order shipped?", turn=4), ctx)
     assert out["route"] == ["classify_intent"]
-    assert out["citations"] == [] and out["reply"] == "" and out["slot_errors"] == {}
     assert out["usage"] == {"llm_calls": 0, "input_tokens": 0, "output_tokens": 0, "degraded": 0}
-    assert out["handoff_reason"] is None
+    assert "handoff_reason" not in out and "reply" not in out
     assert out["turn"] == 5
+
+
+async def test_this_turns_output_is_never_checkpointed(chat: Any) -> None:
+    conv = chat()
+    await conv.say("How many days do I have to return something?")
+    await conv.say("I want to talk to a human")
+    saved = await conv.saver.aget_tuple(conv.config)
+    assert saved is not None
+    channels = saved.checkpoint["channel_values"]
+    per_turn = ("reply", "route", "citations", "usage", "slot_errors", "outcome", "handoff_reason")
+    assert channels["status"] == "escalated"
+    assert not set(per_turn) & set(channels), sorted(channels)
+    assert "next_node" not in channels
 
 
 async def test_per_turn_fields_reset_between_graph_turns(chat: Any) -> None:
@@ -232,14 +235,14 @@ async def test_per_turn_fields_reset_between_graph_turns(chat: Any) -> None:
     faq = await conv.say("How many days do I have to return something?")
     assert faq["citations"]
     out = await conv.say("where is my order, it has not arrived")
-    assert out["citations"] == []
+    assert "citations" not in out, "no citation carried over from the last turn"
     assert out["route"] == ["classify_intent", "collect_info"]
 
 
 async def test_an_escalated_thread_is_not_classified(run: Any, state: Any, ctx: Any) -> None:
     values = state("I was charged twice for my order", status="escalated", intent="human")
     out = await run(classify_intent, values, ctx)
-    assert out["next_node"] == "escalate_human"
+    assert out["goes_to"] == "escalate_human"
     assert "intent" not in out and "confidence" not in out
 
 
@@ -263,7 +266,7 @@ async def test_model_classification_is_used_and_counted(
     out = await run(classify_intent, state("where is my order, it has not arrived"), model_ctx)
     assert model.calls == ["Classification"]
     assert (out["intent"], out["confidence"]) == ("billing", 0.88)
-    assert out["next_node"] == "collect_info"
+    assert out["goes_to"] == "collect_info"
     assert out["usage"] == {"llm_calls": 1, "input_tokens": 50, "output_tokens": 10, "degraded": 0}
 
 
@@ -289,7 +292,7 @@ async def test_model_confirmation_counts_only_with_a_pending_action(
         model_ctx,
     )
     idle = await run(classify_intent, state(*texts), model_ctx)
-    assert (pending["confirmation"], pending["next_node"]) == ("yes", "resolve")
+    assert (pending["confirmation"], pending["goes_to"]) == ("yes", "resolve")
     assert idle["confirmation"] == "none"
 
 
@@ -316,7 +319,7 @@ async def test_an_awaited_value_skips_the_model(
     )
     out = await run(classify_intent, values, model_ctx)
     assert model.calls == []
-    assert (out["intent"], out["next_node"]) == ("order_status", "collect_info")
+    assert (out["intent"], out["goes_to"]) == ("order_status", "collect_info")
     assert out["usage"]["llm_calls"] == 0
 
 

@@ -40,7 +40,7 @@ async def test_a_new_value_merges_with_the_collected_ones(run: Any, state: Any, 
     )
     out = await run(collect_info, values, ctx)
     assert out["slots"] == {"email": SHIPPED["email"]}, "a partial update for merge_dict"
-    assert (out["missing"], out["next_node"], out["status"]) == ([], "resolve", "active")
+    assert (out["missing"], out["goes_to"], out["status"]) == ([], "resolve", "active")
 
 
 async def test_several_slots_from_one_message(run: Any, state: Any, ctx: Any) -> None:

@@ -57,22 +57,28 @@ async def test_packet_has_reason_summary_and_timestamp(run: Any, state: Any, ctx
         ("human_only_intent", {"intent": "account_access"}, "(account_access)"),
         ("no_answer", {"intent": "faq"}, "no answer for faq"),
         ("negative_sentiment", {"intent": None}, "unhappy"),
-        (None, {"intent": "human"}, "asked for a person"),
+        ("requested_human", {"intent": "human"}, "asked for a person"),
     ],
 )
 async def test_each_reason_has_its_detail(
-    run: Any, state: Any, ctx: Any, reason: str | None, fields: dict[str, Any], detail: str
+    run: Any, state: Any, ctx: Any, reason: str, fields: dict[str, Any], detail: str
 ) -> None:
     out = await run(escalate_human, state("help", handoff_reason=reason, **fields), ctx)
     packet = out["escalation"]
-    assert packet["reason"] == (reason or "requested_human")
+    assert packet["reason"] == reason
     assert detail in packet["detail"]
     assert "Details collected: none" in packet["summary"]
     assert "Tried: nothing yet" in packet["summary"]
 
 
+async def test_a_hand_off_without_a_reason_is_impossible(run: Any, state: Any, ctx: Any) -> None:
+    with pytest.raises(ValueError, match="without a hand-off reason"):
+        await run(escalate_human, state("agent", intent="human"), ctx)
+
+
 async def test_first_reply_carries_the_greeting(run: Any, state: Any, ctx: Any) -> None:
-    out = await run(escalate_human, state("agent", greeted=False), ctx)
+    values = state("agent", greeted=False, handoff_reason="requested_human")
+    out = await run(escalate_human, values, ctx)
     assert out["reply"].startswith(ctx.pack.spec.greeting)
     assert out["reply"].endswith(ctx.pack.message("escalated"))
     assert out["greeted"] is True
@@ -80,7 +86,12 @@ async def test_first_reply_carries_the_greeting(run: Any, state: Any, ctx: Any) 
 
 async def test_escalated_thread_gets_no_new_packet(run: Any, state: Any, ctx: Any) -> None:
     out = await run(escalate_human, state("hello?", status="escalated"), ctx)
-    assert out == {"route": ["escalate_human"], "reply": "", "next_node": "end"}
+    assert out == {
+        "route": ["escalate_human"],
+        "reply": "",
+        "outcome": "with_person",
+        "goes_to": "end",
+    }
 
 
 async def test_later_messages_are_kept_but_not_answered(chat: Any) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from checkpoints import open_persistence
 from nodes.resolve import resolve
-from supportgraph.actions import ActionCall, CreateRequest, RequestParams
+from supportgraph.domain.actions import ActionCall, CreateRequest, RequestParams
 from tests.utils.orders import order
 
 SESSION = "s-hand-built"  # the session id of hand-built states
@@ -103,7 +103,7 @@ async def test_repeated_not_found_escalates(run: Any, state: Any, ctx: Any) -> N
     limit = ctx.pack.spec.escalation.max_failures
     slots = {"order_number": unknown_order_number(ctx), "email": "a@example.com"}
     out = await run(resolve, lookup_state(state, slots, failures=limit - 1), ctx)
-    assert (out["next_node"], out["handoff_reason"]) == ("escalate_human", "repeated_failure")
+    assert (out["goes_to"], out["handoff_reason"]) == ("escalate_human", "repeated_failure")
     assert "reply" not in out
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from checkpoints import open_persistence
-from checkpoints.store import OutboxItem
+from supportgraph.domain.types import OutboxItem
 
 WRITERS = 40
 EACH = 5

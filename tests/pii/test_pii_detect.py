@@ -1,4 +1,4 @@
-"""Detection and masking of personal data and secrets (supportgraph.pii), value by value."""
+"""Detection and masking of personal data and secrets (supportgraph.domain.pii), value by value."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import time
 import pytest
 from stdnum import luhn
 
-from supportgraph.pack import load_pack
-from supportgraph.pii import (
+from supportgraph.domain.loader import load_pack
+from supportgraph.domain.pii import (
     describe,
     is_card_number,
     mask_for_log,
@@ -17,7 +17,7 @@ from supportgraph.pii import (
     slots_for_log,
     with_note,
 )
-from supportgraph.slots import find_candidate
+from supportgraph.domain.slots import find_candidate
 from tests.conftest import ISP_PACK, STORE_PACK
 from tests.utils.orders import order
 

@@ -11,7 +11,7 @@ import pytest
 import respx
 
 from nodes.context import SupportContext
-from supportgraph.llm import Models
+from supportgraph import wiring
 from tests.conftest import make_settings, stub_llm_settings
 from tests.utils.openai import COMPLETIONS, ScriptedModel
 
@@ -28,10 +28,10 @@ def context() -> Callable[..., SupportContext]:
     def get(pack: Path, *, model: bool = False) -> SupportContext:
         if (pack, model) not in cache:
             if model:
-                models = Models.from_settings(make_settings(pack_path=pack, **stub_llm_settings()))
+                models = wiring.models(make_settings(pack_path=pack, **stub_llm_settings()))
                 cache[pack, model] = dataclasses.replace(get(pack), models=models)
             else:
-                cache[pack, model] = SupportContext.from_settings(make_settings(pack_path=pack))
+                cache[pack, model] = wiring.support_context(make_settings(pack_path=pack))
         return cache[pack, model]
 
     return get

@@ -14,7 +14,8 @@ import psycopg
 from checkpoints import open_persistence
 from graphs.support import build_graph
 from nodes.context import SupportContext
-from supportgraph.service import SupportService
+from supportgraph.app.graph import SupportGraph
+from supportgraph.app.service import SupportService
 from supportgraph.settings import PROJECT_ROOT
 
 POISONED_PACK = PROJECT_ROOT / "tests" / "packs" / "poisoned"
@@ -26,10 +27,12 @@ async def open_service(backend: dict[str, Any], context: SupportContext) -> Asyn
     async with open_persistence(
         database_url=backend.get("database_url"), sqlite_path=Path(backend["sqlite_path"])
     ) as persistence:
+        store = persistence.store
         yield SupportService(
-            graph=build_graph().compile(checkpointer=persistence.saver),
-            context=replace(context, requests=persistence.store),
-            store=persistence.store,
+            graph=SupportGraph(build_graph().compile(checkpointer=persistence.saver)),
+            context=replace(context, requests=store, audit=store),
+            store=store,
+            retention=persistence.retention,
         )
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 from langgraph.store.memory import InMemoryStore
 
-from nodes.context import StoreRequestSink, SupportContext
+from checkpoints.langgraph_store import LangGraphStoreSink
+from nodes.context import SupportContext
 from tests.conftest import STORE_PACK
 from tests.security.helpers import audit_rows, sql
 from tests.utils.chat import Customer
@@ -98,7 +99,7 @@ async def test_under_the_langgraph_server_audits_go_to_its_store(
     """Studio runs have no service store: the context's request sink (the server's LangGraph
     store) is its audit sink too, under the same pseudonym."""
     store = InMemoryStore()
-    sink = StoreRequestSink(store)
+    sink = LangGraphStoreSink(store)
     assert dataclasses.replace(context(STORE_PACK), requests=sink).auditor is sink
     await sink.audit_action(
         session_id="studio-thread",

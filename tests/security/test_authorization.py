@@ -90,8 +90,7 @@ async def test_one_sessions_verification_opens_nothing_in_another(
         assert shown(CALEB, refused.reply) == []
         view = await service.view(stranger)
         transcript = " ".join(m.content for m in view.messages)
-        snapshot = await service.graph.aget_state({"configurable": {"thread_id": stranger}})
-        state = json.dumps(snapshot.values, default=str)
+        state = json.dumps(await service.graph.values(stranger), default=str)
         assert shown(CALEB, transcript) == [] and shown(CALEB, state) == []
 
 

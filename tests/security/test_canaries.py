@@ -102,7 +102,7 @@ async def test_a_planted_note_reaches_agents_but_no_customer_place(tmp_path: Pat
         notes = await conversation.store.list_notes(sid)
         agents = await conversation.store.events_after(0, session_id=sid, audiences=("agents",))
         places = await conversation.artifacts()
-    assert [n["content"] for n in notes] == [NOTE]
+    assert [n.content for n in notes] == [NOTE]
     assert any(NOTE in str(e.data) for e in agents), "agents' live feed has the note"
     wheres = {where.split(" #")[0].split(" (")[0] for where, _ in places}
     assert {"transcript", "checkpoint 1", "event", "session slots"} <= wheres

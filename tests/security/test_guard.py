@@ -6,13 +6,13 @@ from functools import cache
 
 import pytest
 
-from nodes.classify import CLASSIFY_PROMPT
-from nodes.collect import EXTRACT_PROMPT
-from nodes.faq import ANSWER_PROMPT
-from supportgraph.guard import Guard, identifiers, words
-from supportgraph.pack import Pack, load_pack
+from nodes.prompts import ANSWER_PROMPT, CLASSIFY_PROMPT, EXTRACT_PROMPT
+from supportgraph.domain.guard import Guard, identifiers, words
+from supportgraph.domain.loader import load_pack
+from supportgraph.domain.pack import Pack
 from tests.conftest import ISP_PACK, STORE_PACK
 from tests.security.helpers import POISONED_PACK
+from tests.utils.packs import faq_entry
 
 SECRET = "KESTREL-VAULT-7731-ORCHID"
 PROMPTS = (CLASSIFY_PROMPT, EXTRACT_PROMPT, ANSWER_PROMPT)
@@ -64,7 +64,7 @@ def test_clean_articles_pass_the_answer_check(name: str) -> None:
 
 
 def test_the_article_with_a_customers_data_is_refused() -> None:
-    entry = pack("poisoned").faq_by_id("vip-program")
+    entry = faq_entry(pack("poisoned"), "vip-program")
     assert entry is not None
     source = f"{entry.title}\n{entry.body}"
     assert guard("poisoned").unsafe_answer(entry.body, sources=[source], conversation=[]) == (

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from supportgraph.pack import Pack, load_pack
+from supportgraph.domain.loader import load_pack
+from supportgraph.domain.pack import Pack
 from tests.conftest import ISP_PACK, STORE_PACK
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from supportgraph.actions import (
+from supportgraph.domain.actions import (
     ActionCall,
     Cases,
     LookupParams,
@@ -15,10 +16,10 @@ from supportgraph.actions import (
     Reply,
     ReplyParams,
     check_actions,
-    find_record,
+    match_record,
     render,
 )
-from supportgraph.pack import Pack, PackFile
+from supportgraph.domain.pack import Pack, PackFile
 from tests.utils.orders import order
 
 SHIPPED = order("shipped")
@@ -89,18 +90,26 @@ async def test_reply_action_renders_its_template(store_pack: Pack) -> None:
     assert (result.status, result.reply) == ("done", "Hi Ana, {unknown}")
 
 
-# --- find_record -------------------------------------------------------------------------
+# --- match_record ------------------------------------------------------------------------
 
 
-def test_find_record_by_key_and_verification(store_pack: Pack) -> None:
+async def find_record(
+    pack: Pack, params: LookupParams, slots: dict[str, str]
+) -> Mapping[str, str] | None:
+    """The verified record for these slots, through the action's record source."""
+    call = ActionCall(pack=pack, slots=slots, session_id="s", idempotency_key="k", requests=None)
+    return (await match_record(call, params)).record
+
+
+async def test_find_record_by_key_and_verification(store_pack: Pack) -> None:
     params = lookup_params(store_pack)
     slots = {"order_number": SHIPPED["order_id"], "email": SHIPPED["email"]}
-    assert find_record(store_pack, params, slots) == SHIPPED
+    assert await find_record(store_pack, params, slots) == SHIPPED
 
 
-def test_verification_ignores_case_and_surrounding_spaces(store_pack: Pack) -> None:
+async def test_verification_ignores_case_and_surrounding_spaces(store_pack: Pack) -> None:
     slots = {"order_number": f" {SHIPPED['order_id']} ", "email": f"  {SHIPPED['email'].upper()}"}
-    assert find_record(store_pack, lookup_params(store_pack), slots) == SHIPPED
+    assert await find_record(store_pack, lookup_params(store_pack), slots) == SHIPPED
 
 
 @pytest.mark.parametrize(
@@ -114,11 +123,15 @@ def test_verification_ignores_case_and_surrounding_spaces(store_pack: Pack) -> N
     ],
     ids=["other-email", "empty-email", "no-email", "unknown-order", "non-ascii"],
 )
-def test_no_record_without_a_matching_verification(store_pack: Pack, slots: dict[str, str]) -> None:
-    assert find_record(store_pack, lookup_params(store_pack), slots) is None
+async def test_no_record_without_a_matching_verification(
+    store_pack: Pack, slots: dict[str, str]
+) -> None:
+    assert await find_record(store_pack, lookup_params(store_pack), slots) is None
 
 
-def test_comparisons_are_constant_time(store_pack: Pack, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_comparisons_are_constant_time(
+    store_pack: Pack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[tuple[object, object]] = []
     real = hmac.compare_digest
 
@@ -128,7 +141,7 @@ def test_comparisons_are_constant_time(store_pack: Pack, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(hmac, "compare_digest", spy)
     slots = {"order_number": SHIPPED["order_id"], "email": SHIPPED["email"].upper()}
-    assert find_record(store_pack, lookup_params(store_pack), slots) == SHIPPED
+    assert await find_record(store_pack, lookup_params(store_pack), slots) == SHIPPED
     assert (SHIPPED["email"].encode(), SHIPPED["email"].encode()) in seen, "verify compared"
     assert (SHIPPED["order_id"].encode(), SHIPPED["order_id"].encode()) in seen, "key compared"
     assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in seen)

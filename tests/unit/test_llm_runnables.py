@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from supportgraph import llm
+from supportgraph import wiring
+from supportgraph.domain import llm
 from supportgraph.settings import Settings
 
 
@@ -17,7 +18,7 @@ class Other(BaseModel):
 
 
 def _models() -> llm.Models:
-    models = llm.Models.from_settings(
+    models = wiring.models(
         Settings(_env_file=None, openai_api_key="sk-test", secret_key="x" * 40)  # type: ignore[call-arg]
     )
     assert models is not None

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from supportgraph.local.text import confirmation, sentiment
-from supportgraph.pack import DEFAULT_NEGATIVE_WORDS, DEFAULT_NO_WORDS, DEFAULT_YES_WORDS, Pack
+from supportgraph.domain.local.text import confirmation, sentiment
+from supportgraph.domain.pack import (
+    DEFAULT_NEGATIVE_WORDS,
+    DEFAULT_NO_WORDS,
+    DEFAULT_YES_WORDS,
+    Pack,
+)
 
 
 def answer(pack: Pack, text: str) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from supportgraph.pack import Pack
-from supportgraph.retrieval import FaqIndex
+from supportgraph.domain.pack import Pack
+from supportgraph.domain.retrieval import FaqIndex
+from tests.utils.packs import faq_entry
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def search(index: FaqIndex, pack: Pack, query: str) -> list[str]:
 def test_paraphrase_ranks_its_entry_first(
     index: FaqIndex, store_pack: Pack, query: str, entry: str
 ) -> None:
-    assert store_pack.faq_by_id(entry) is not None
+    assert faq_entry(store_pack, entry) is not None
     assert search(index, store_pack, query)[:1] == [entry]
 
 
@@ -90,7 +91,7 @@ def test_coverage_from_the_postings_is_the_share_of_query_terms_each_entry_has(
     store_pack: Pack,
 ) -> None:
     """Coverage comes from the indexes' postings; it must equal tokenising the entries."""
-    from supportgraph.retrieval import _document, _head, _tokenize
+    from supportgraph.domain.retrieval import _document, _head, _tokenize
 
     index = FaqIndex(store_pack.faq)
     queries = [q for e in store_pack.faq[:15] for q in e.questions[:2]]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from supportgraph.pack import Pack, Slot
-from supportgraph.slots import extract_from, find_candidate, normalize, validate
+from supportgraph.domain.pack import Pack, Slot
+from supportgraph.domain.slots import extract_from, find_candidate, normalize, validate
 from tests.utils.orders import order
 
 SHIPPED = order("shipped")

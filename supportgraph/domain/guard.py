@@ -17,12 +17,12 @@ punctuation or spacing do not hide a value.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-from supportgraph.pack import DEFAULT_MESSAGES, Pack
+from supportgraph.domain.pack import DEFAULT_MESSAGES, Pack
 
 SHINGLE = 8
 """Words in a row of a prompt that count as quoting it."""
@@ -70,6 +70,9 @@ class Guard:
     """Every run of :data:`SHINGLE` words of the prompts that no public pack text contains."""
     private: tuple[str, ...]
     """Record values tied to a single customer, as words."""
+    _shingles_by_word: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _private_by_word: dict[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _scan: Callable[[str], _Scan] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Looked up by first word: a reply is checked against the few values that can start
@@ -96,7 +99,7 @@ class Guard:
 
     def withheld(self, text: str) -> str | None:
         """Why ``text`` must never reach a customer (``secret`` / ``prompt``), or None."""
-        return self._scan(text).withheld  # type: ignore[attr-defined]
+        return self._scan(text).withheld
 
     def unsafe_answer(
         self, answer: str, *, sources: Sequence[str], conversation: Sequence[str]
@@ -107,7 +110,7 @@ class Guard:
         customer's and the assistant's messages this conversation has (what this customer
         already typed or was shown after verification).
         """
-        scan: _Scan = self._scan(answer)  # type: ignore[attr-defined]
+        scan = self._scan(answer)
         if scan.withheld is not None:
             return scan.withheld
         if scan.identifiers:
@@ -126,12 +129,12 @@ class Guard:
         withheld = None
         if any(s in folded or (len(q := squashed(s)) >= 8 and q in flat) for s in self.secrets):
             withheld = "secret"
-        elif _found(self._shingles_by_word, folded):  # type: ignore[attr-defined]
+        elif _found(self._shingles_by_word, folded):
             withheld = "prompt"
         return _Scan(
             withheld=withheld,
             identifiers=tuple(words(value) for value in identifiers(text)),
-            private=tuple(_found(self._private_by_word, folded)),  # type: ignore[attr-defined]
+            private=tuple(_found(self._private_by_word, folded)),
         )
 
 

@@ -22,17 +22,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from supportgraph.pack import Pack, PackFile
+from supportgraph.domain.pack import Pack, PackFile, Placeholders
+from supportgraph.domain.ports import (
+    AuditSink,
+    Failed,
+    Found,
+    RecordSource,
+    RequestSink,
+)
+from supportgraph.domain.records import PackRecords, same
 
 log = logging.getLogger("supportgraph.actions")
 
-Outcome = Literal["taken", "refused", "pending", "failed"]
+AuditOutcome = Literal["taken", "refused", "pending", "failed"]
 """What became of an action: done, refused, waiting for a yes, or failed on our side."""
 Reason = Literal[
     "verified",
@@ -48,34 +56,6 @@ Reason = Literal[
     "error",
 ]
 """Why: the record matched / did not / does not exist, the customer said yes / no / neither..."""
-
-
-class RequestSink(Protocol):
-    """Where ``create_request`` writes: the service's durable requests table."""
-
-    async def create_request(
-        self, *, session_id: str, kind: str, data: dict[str, Any], idempotency_key: str
-    ) -> str:
-        """Store a request once per idempotency key and return its id."""
-        ...
-
-
-class AuditSink(Protocol):
-    """Where action decisions are recorded: the service's audit table."""
-
-    async def audit_action(
-        self,
-        *,
-        session_id: str,
-        action: str,
-        kind: str,
-        outcome: str,
-        reason: str,
-        record_ref: str | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        """Append one audit entry (no personal data: the record only as a keyed hash)."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -108,16 +88,13 @@ class Cases(_Params):
 Template = str | Cases
 
 
-def render(template: Template, values: Mapping[str, Any], record: Mapping[str, str] = {}) -> str:  # noqa: B006
+def render(
+    template: Template, values: Mapping[str, Any], record: Mapping[str, str] | None = None
+) -> str:
     """Fill a pack template with slots and record fields (unknown fields stay visible)."""
+    record = record or {}
     text = template.pick(record) if isinstance(template, Cases) else template
-    merged = {**record, **values}
-    return text.format_map(_Visible(merged))
-
-
-class _Visible(dict[str, Any]):
-    def __missing__(self, key: str) -> str:
-        return "{" + key + "}"
+    return text.format_map(Placeholders({**record, **values}))
 
 
 class ReplyParams(_Params):
@@ -172,6 +149,12 @@ class ActionCall:
     action: str = ""
     """The pack's name for the action (``lookup_order``), for the audit log."""
     audit: AuditSink | None = None
+    records: Callable[[str], RecordSource] | None = None
+    """The record source an action names (default: the pack's data file of that name)."""
+
+    def source(self, name: str) -> RecordSource:
+        """The records ``name`` stands for."""
+        return self.records(name) if self.records is not None else PackRecords(self.pack, name)
 
 
 def record_ref(session_id: str, data: str, key: Mapping[str, str]) -> str:
@@ -189,7 +172,7 @@ async def audit(
     call: ActionCall,
     *,
     kind: str,
-    outcome: Outcome,
+    outcome: AuditOutcome,
     reason: Reason,
     ref: str | None = None,
     request_id: str | None = None,
@@ -220,9 +203,15 @@ async def audit(
 class ActionType(Protocol):
     """A registry entry: validates its params and runs."""
 
-    name: str
-    changes_data: bool
-    params_model: type[_Params]
+    @property
+    def name(self) -> str:
+        """The name a pack's ``uses`` gives."""
+        ...
+
+    @property
+    def params_model(self) -> type[_Params]:
+        """The model the pack's ``params`` must validate against."""
+        ...
 
     async def prepare(self, params: Any, call: ActionCall) -> ActionResult:
         """Run a read-only action, or check and describe a data-changing one ('confirm')."""
@@ -233,40 +222,33 @@ class ActionType(Protocol):
         ...
 
 
-def _same(a: str, b: str) -> bool:
-    # Constant-time, case- and space-insensitive comparison of a verification value.
-    return hmac.compare_digest(a.strip().casefold().encode(), b.strip().casefold().encode())
-
-
 @dataclass(frozen=True)
 class Match:
     """A lookup's result: the verified record, or why there is none."""
 
-    record: dict[str, str] | None
-    reason: Literal["verified", "verification_failed", "not_found"]
+    record: Mapping[str, str] | None
+    reason: Literal["verified", "verification_failed", "not_found", "source_failed"]
 
 
-def match_record(pack: Pack, params: LookupParams, slots: Mapping[str, str]) -> Match:
+async def match_record(call: ActionCall, params: LookupParams) -> Match:
     """The record whose key fields equal the slots, if its verify fields match them too.
 
     Every verify slot must be given and equal the record's field: a key alone never reveals a
     record, whatever was verified before.
     """
-    for record in pack.records(params.data):
-        if all(_same(record.get(f, ""), slots.get(s, "")) for f, s in params.key.items()):
-            verified = all(
-                slots.get(s) and _same(record.get(f, ""), slots[s])
-                for f, s in params.verify.items()
-            )
-            return Match(record, "verified") if verified else Match(None, "verification_failed")
-    return Match(None, "not_found")
-
-
-def find_record(
-    pack: Pack, params: LookupParams, slots: Mapping[str, str]
-) -> dict[str, str] | None:
-    """The record whose key fields equal the slots and whose verify fields match, else None."""
-    return match_record(pack, params, slots).record
+    slots = call.slots
+    key = {f: slots.get(s, "") for f, s in params.key.items()}
+    result = await call.source(params.data).lookup(key)
+    if isinstance(result, Failed):
+        log.warning("record source failed", extra={"source": params.data, "reason": result.reason})
+        return Match(None, "source_failed")
+    if not isinstance(result, Found):
+        return Match(None, "not_found")
+    record = result.record
+    verified = all(
+        slots.get(s) and same(record.get(f, ""), slots[s]) for f, s in params.verify.items()
+    )
+    return Match(record, "verified") if verified else Match(None, "verification_failed")
 
 
 def _lookup_ref(call: ActionCall, params: LookupParams) -> str:
@@ -275,11 +257,29 @@ def _lookup_ref(call: ActionCall, params: LookupParams) -> str:
     )
 
 
+async def _verified(
+    call: ActionCall, params: LookupParams, kind: str
+) -> tuple[ActionResult | None, Mapping[str, str], str]:
+    """The verified record, or the refusal (audited) that answers instead of it.
+
+    An unknown record and a failed verification read the same; a source that could not answer
+    is our failure, not the customer's.
+    """
+    match = await match_record(call, params)
+    ref = _lookup_ref(call, params)
+    if match.reason == "source_failed":
+        await audit(call, kind=kind, outcome="failed", reason="error", ref=ref)
+        return ActionResult("failed", call.pack.message("action_failed")), {}, ref
+    if match.record is None:
+        await audit(call, kind=kind, outcome="refused", reason=match.reason, ref=ref)
+        return ActionResult("not_found", render(params.not_found, call.slots)), {}, ref
+    return None, match.record, ref
+
+
 class Reply:
     """``reply``: answer from a template."""
 
     name = "reply"
-    changes_data = False
     params_model = ReplyParams
 
     async def prepare(self, params: ReplyParams, call: ActionCall) -> ActionResult:
@@ -295,19 +295,15 @@ class LookupRecord:
     """``lookup_record``: a verified record lookup in a data file."""
 
     name = "lookup_record"
-    changes_data = False
     params_model = LookupParams
 
     async def prepare(self, params: LookupParams, call: ActionCall) -> ActionResult:
         """Look the record up and answer from the found / not_found template (audited first)."""
-        match = match_record(call.pack, params, call.slots)
-        ref = _lookup_ref(call, params)
-        if match.record is None:
-            await audit(call, kind=self.name, outcome="refused", reason=match.reason, ref=ref)
-            return ActionResult("not_found", render(params.not_found, call.slots))
+        refused, record, ref = await _verified(call, params, self.name)
+        if refused is not None:
+            return refused
         await audit(call, kind=self.name, outcome="taken", reason="verified", ref=ref)
-        record = match.record
-        return ActionResult("done", render(params.found, call.slots, record), {"record": record})
+        return ActionResult("done", render(params.found, call.slots, record))
 
     async def execute(self, params: LookupParams, call: ActionCall) -> ActionResult:
         """Same as prepare: nothing changes."""
@@ -318,22 +314,18 @@ class CreateRequest:
     """``create_request``: verify, confirm, then write a request durably."""
 
     name = "create_request"
-    changes_data = True
     params_model = RequestParams
 
     async def _verify(
         self, params: RequestParams, call: ActionCall
-    ) -> tuple[ActionResult | None, dict[str, str], str | None]:
+    ) -> tuple[ActionResult | None, Mapping[str, str], str | None]:
         """The refusal (audited) or the verified record, and the record's audit name."""
         if params.lookup is None:
             return None, {}, None
         lookup = LookupParams.model_validate(call.pack.spec.actions[params.lookup].params)
-        match = match_record(call.pack, lookup, call.slots)
-        ref = _lookup_ref(call, lookup)
-        if match.record is None:
-            await audit(call, kind=self.name, outcome="refused", reason=match.reason, ref=ref)
-            return ActionResult("not_found", render(lookup.not_found, call.slots)), {}, ref
-        record = match.record
+        refused, record, ref = await _verified(call, lookup, self.name)
+        if refused is not None:
+            return refused, record, ref
         eligible = params.eligible
         if eligible and record.get(eligible.field, "").lower() not in {
             v.lower() for v in eligible.allowed

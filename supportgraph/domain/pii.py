@@ -19,6 +19,7 @@ value. A card mask's last digits follow a dash so that slot patterns looking for
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import re
 from collections import Counter
@@ -33,7 +34,7 @@ from stdnum import luhn, numdb
 from stdnum.us import ssn as stdnum_ssn
 
 if TYPE_CHECKING:
-    from supportgraph.pack import Slot
+    from supportgraph.domain.pack import Slot
 
 PHONE_REGIONS: tuple[str, ...] = ("US", "CA", "GB", "AU", "NZ", "IE", "DE", "FR")
 """Regions whose national phone formats are recognised without a country code (an
@@ -522,3 +523,8 @@ def redact_data(value: object) -> object:
     if isinstance(value, list | tuple):
         return [redact_data(v) for v in value]
     return value
+
+
+def pseudonym(session_id: str) -> str:
+    """The id an audit record keeps instead of the session id (its SHA-256)."""
+    return hashlib.sha256(session_id.encode()).hexdigest()

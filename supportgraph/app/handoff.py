@@ -16,27 +16,32 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from langchain_core.messages import AIMessage
 
-from checkpoints import unavailable_as_domain_error
-from checkpoints.store import MessageRow, SessionRow
-from supportgraph.pii import redact_secrets
-from supportgraph.service import SupportService
+from graphs.state import NodeName, StateUpdate
+from supportgraph.app.service import SessionNotFound, SupportService
+from supportgraph.domain.pii import redact_secrets
+from supportgraph.domain.types import (
+    Escalation,
+    Message,
+    Note,
+    QueueEntry,
+    Session,
+    SessionFilter,
+    Status,
+)
 
-AFTER_ESCALATION = "escalate_human"
+AFTER_ESCALATION: NodeName = "escalate_human"
 """The node agents' state updates are written as: its only edge goes to END, so nothing runs."""
 
-RESET_ON_RETURN: dict[str, Any] = {
-    "handoff_reason": None,
-    "pending_action": None,
-    "low_confidence_turns": 0,
-    "negative_turns": 0,
-    "failures": 0,
-    "missing": [],
-    "reply": "",
-}
+RESET_ON_RETURN = StateUpdate(
+    pending_action=None,
+    low_confidence_turns=0,
+    negative_turns=0,
+    failures=0,
+    missing=[],
+)
 """Counters that led to the hand-off start again when the bot has the conversation back."""
 
 
@@ -68,7 +73,7 @@ class BadCursor(ValueError):
 class QueuePage:
     """One page of the agents' list, newest activity first."""
 
-    items: list[dict[str, Any]]
+    items: list[QueueEntry]
     next_cursor: str | None
     last_event_id: int
 
@@ -77,11 +82,11 @@ class QueuePage:
 class Conversation:
     """Everything an agent sees of one conversation."""
 
-    session: SessionRow
-    messages: list[MessageRow]
-    notes: list[dict[str, Any]]
+    session: Session
+    messages: list[Message]
+    notes: list[Note]
     slots: dict[str, str]
-    escalation: dict[str, Any] | None
+    escalation: Escalation | None
     summary: str
 
 
@@ -108,32 +113,16 @@ class HandoffService:
         self.events = support.events
 
     async def queue(
-        self,
-        *,
-        statuses: list[str] | None = None,
-        reason: str | None = None,
-        claimed_by: str | None = None,
-        unclaimed: bool = False,
-        updated_since: datetime | None = None,
-        customer_id: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
+        self, filters: SessionFilter, *, cursor: str | None = None, limit: int = 50
     ) -> QueuePage:
         """Conversations matching the filters, newest activity first, one page at a time."""
         last_event_id = await self.store.last_event_id()
         rows = await self.store.list_sessions(
-            statuses=statuses,
-            reason=reason,
-            claimed_by=claimed_by,
-            unclaimed=unclaimed,
-            updated_since=updated_since,
-            customer_id=customer_id,
-            before=decode_cursor(cursor) if cursor else None,
-            limit=limit + 1,
+            filters, before=decode_cursor(cursor) if cursor else None, limit=limit + 1
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        last = rows[-1]["row"] if rows and more else None
+        last = rows[-1].session if rows and more else None
         return QueuePage(
             items=rows,
             next_cursor=encode_cursor(last.updated_at, last.id) if last else None,
@@ -143,17 +132,17 @@ class HandoffService:
     async def conversation(self, session_id: str) -> Conversation:
         """The transcript, notes, slots and hand-off packet of one conversation."""
         view = await self.support.view(session_id)
-        values = await self._values(session_id)
+        values = await self.support.graph.values(session_id)
         return Conversation(
             session=view.session,
             messages=view.messages,
             notes=await self.store.list_notes(session_id),
             slots=view.slots,
             escalation=view.escalation,
-            summary=str(values.get("summary") or ""),
+            summary=values.get("summary", ""),
         )
 
-    async def claim(self, session_id: str, *, agent: str, force: bool = False) -> SessionRow:
+    async def claim(self, session_id: str, *, agent: str, force: bool = False) -> Session:
         """Take the conversation (idempotent for its holder); ``force`` takes it from another."""
         row = await self.support.require(session_id)
         if row.status != "escalated":
@@ -170,7 +159,7 @@ class HandoffService:
         )
         return await self.support.require(session_id)
 
-    async def release(self, session_id: str, *, agent: str, force: bool = False) -> SessionRow:
+    async def release(self, session_id: str, *, agent: str, force: bool = False) -> Session:
         """Let go of the conversation (its holder, or anyone with ``force``)."""
         row = await self.support.require(session_id)
         if row.claimed_by is None:
@@ -181,7 +170,7 @@ class HandoffService:
         await self.events.publish(session_id, "released", {"agent": row.claimed_by, "by": agent})
         return await self.support.require(session_id)
 
-    async def reply(self, session_id: str, *, agent: str, text: str) -> MessageRow:
+    async def reply(self, session_id: str, *, agent: str, text: str) -> Message:
         """Answer the customer as ``agent`` (claiming an unclaimed conversation).
 
         A card number or secret in the text is masked, as in customers' messages: it would
@@ -190,16 +179,12 @@ class HandoffService:
         text = redact_secrets(text).text
         await self.claim(session_id, agent=agent)
         async with self._locked(session_id):
-            row = await self.support.require(session_id)
-            if row.status != "escalated":
-                raise NotEscalated(row.status)
-            if row.claimed_by not in (None, agent):
-                raise ClaimConflict(row.claimed_by)
+            await self._held_by(session_id, agent)
             message_id = await self.store.append_message(
                 session_id, role="agent", content=text, author=agent
             )
             await self._update_state(
-                session_id, {"messages": [AIMessage(content=text, name="agent")]}
+                session_id, StateUpdate(messages=[AIMessage(content=text, name="agent")])
             )
             await self.store.touch_session(session_id)
             await self.events.publish(
@@ -210,10 +195,11 @@ class HandoffService:
                 webhook_data={"message_id": message_id, "agent": agent, "content": text},
             )
         message = await self.store.get_message(message_id)
-        assert message is not None
+        if message is None:
+            raise SessionNotFound(session_id)  # deleted meanwhile, with its transcript
         return message
 
-    async def note(self, session_id: str, *, agent: str, text: str) -> dict[str, Any]:
+    async def note(self, session_id: str, *, agent: str, text: str) -> Note:
         """Add an internal note: agents see it, the customer never does (secrets masked)."""
         text = redact_secrets(text).text
         await self.support.require(session_id)
@@ -226,24 +212,23 @@ class HandoffService:
             audience="agents",
         )
         notes = await self.store.list_notes(session_id)
-        return next(n for n in notes if n["id"] == note_id)
+        found = next((n for n in notes if n.id == note_id), None)
+        if found is None:
+            raise SessionNotFound(session_id)  # deleted meanwhile, with its notes
+        return found
 
-    async def hand_back(self, session_id: str, *, agent: str) -> SessionRow:
+    async def hand_back(self, session_id: str, *, agent: str) -> Session:
         """Give the conversation back to the bot: the next customer message runs the graph."""
         return await self._leave(session_id, agent=agent, status="active", action="hand_back")
 
-    async def resolve(self, session_id: str, *, agent: str) -> SessionRow:
+    async def resolve(self, session_id: str, *, agent: str) -> Session:
         """Close the conversation; a later customer message starts a new topic with the bot."""
         return await self._leave(session_id, agent=agent, status="resolved", action="resolve")
 
-    async def _leave(self, session_id: str, *, agent: str, status: str, action: str) -> SessionRow:
+    async def _leave(self, session_id: str, *, agent: str, status: Status, action: str) -> Session:
         async with self._locked(session_id):
-            row = await self.support.require(session_id)
-            if row.status != "escalated":
-                raise NotEscalated(row.status)
-            if row.claimed_by not in (None, agent):
-                raise ClaimConflict(row.claimed_by)
-            update: dict[str, Any] = {**RESET_ON_RETURN, "status": status}
+            await self._held_by(session_id, agent)
+            update = StateUpdate(**RESET_ON_RETURN, status=status)
             if status == "active":
                 update["escalation"] = None
             await self._update_state(session_id, update)
@@ -257,21 +242,20 @@ class HandoffService:
             )
         return await self.support.require(session_id)
 
+    async def _held_by(self, session_id: str, agent: str) -> Session:
+        """The session, when a person has it and no other agent holds it (under its lock)."""
+        row = await self.support.require(session_id)
+        if row.status != "escalated":
+            raise NotEscalated(row.status)
+        if row.claimed_by not in (None, agent):
+            raise ClaimConflict(row.claimed_by)
+        return row
+
     @asynccontextmanager
     async def _locked(self, session_id: str) -> AsyncIterator[None]:
         """Hold the session the way turns do: this process's lock, then the shared one."""
         async with self.support.locks.hold(session_id), self.store.session_lock(session_id):
             yield
 
-    async def _update_state(self, session_id: str, values: dict[str, Any]) -> None:
-        async with unavailable_as_domain_error():
-            await self.support.graph.aupdate_state(
-                {"configurable": {"thread_id": session_id}}, values, as_node=AFTER_ESCALATION
-            )
-
-    async def _values(self, session_id: str) -> dict[str, Any]:
-        async with unavailable_as_domain_error():
-            snapshot = await self.support.graph.aget_state(
-                {"configurable": {"thread_id": session_id}}
-            )
-        return dict(snapshot.values or {})
+    async def _update_state(self, session_id: str, values: StateUpdate) -> None:
+        await self.support.graph.update(session_id, values, as_node=AFTER_ESCALATION)

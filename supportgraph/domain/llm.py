@@ -15,23 +15,22 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AnyMessage
 from langchain_core.runnables import Runnable
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
-from supportgraph.settings import Settings
+from supportgraph.domain.types import Usage
 
 log = logging.getLogger("supportgraph.llm")
 
 M = TypeVar("M", bound=BaseModel)
 
-
-def empty_usage() -> dict[str, int]:
-    """Zero usage for a new turn."""
-    return {"llm_calls": 0, "input_tokens": 0, "output_tokens": 0, "degraded": 0}
+StructuredMethod = Literal["function_calling", "json_schema", "json_mode"]
+"""How structured output is asked for (the provider's tools, its JSON schema, or JSON mode)."""
 
 
 class BudgetedChatOpenAI(ChatOpenAI):
@@ -43,7 +42,7 @@ class BudgetedChatOpenAI(ChatOpenAI):
     """Input plus output tokens one turn may spend before its next call (``None``: no limit)."""
 
 
-def over_budget(model: ChatOpenAI, usage: dict[str, int]) -> str | None:
+def over_budget(model: ChatOpenAI, usage: Usage) -> str | None:
     """Which of the turn's budgets ``usage`` has spent for ``model`` (``None``: neither)."""
     calls = getattr(model, "max_calls_per_turn", None)
     if calls is not None and usage["llm_calls"] >= calls:
@@ -61,43 +60,22 @@ class Models:
     classify: ChatOpenAI
     extract: ChatOpenAI
     answer: ChatOpenAI
-    method: str = "function_calling"
+    method: StructuredMethod = "function_calling"
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Models | None:
-        """Build the models, or ``None`` when no API key is set (local mode)."""
-        if settings.openai_api_key is None:
-            return None
 
-        def make(name: str | None) -> ChatOpenAI:
-            return BudgetedChatOpenAI(
-                model=name or settings.model,
-                api_key=settings.openai_api_key,
-                base_url=settings.openai_base_url,
-                timeout=settings.llm_timeout,
-                max_retries=settings.llm_max_retries,
-                temperature=settings.llm_temperature,
-                max_tokens=settings.llm_max_tokens,
-                max_calls_per_turn=settings.llm_max_calls_per_turn,
-                max_tokens_per_turn=settings.llm_max_tokens_per_turn,
-            )
-
-        return cls(
-            classify=make(settings.model_classify),
-            extract=make(settings.model_extract),
-            answer=make(settings.model_answer),
-            method=settings.structured_output_method,
-        )
-
+Structured = Runnable[LanguageModelInput, dict[str, Any]]
+"""A model call that answers the raw message, the parsed object and any parsing error."""
 
 RUNNABLE_CACHE = 64
 """Structured-output runnables kept per (model, schema, method): a handful per process."""
-_runnables: OrderedDict[tuple[int, type[BaseModel], str], tuple[ChatOpenAI, Runnable]] = (
+_runnables: OrderedDict[tuple[int, type[BaseModel], str], tuple[ChatOpenAI, Structured]] = (
     OrderedDict()
 )
 
 
-def structured_runnable(model: ChatOpenAI, schema: type[BaseModel], method: str) -> Runnable:
+def structured_runnable(
+    model: ChatOpenAI, schema: type[BaseModel], method: StructuredMethod
+) -> Structured:
     """``model.with_structured_output(schema)``, built once and reused.
 
     Building it turns the schema into an OpenAI tool definition (JSON schema generation,
@@ -108,7 +86,7 @@ def structured_runnable(model: ChatOpenAI, schema: type[BaseModel], method: str)
     if hit is not None and hit[0] is model:
         _runnables.move_to_end(key)
         return hit[1]
-    runnable = model.with_structured_output(schema, method=method, include_raw=True)  # type: ignore[arg-type]
+    runnable = model.with_structured_output(schema, method=method, include_raw=True)
     _runnables[key] = (model, runnable)  # the model is kept, so its id is not reused
     while len(_runnables) > RUNNABLE_CACHE:
         _runnables.popitem(last=False)
@@ -119,10 +97,10 @@ async def structured(
     model: ChatOpenAI,
     schema: type[M],
     messages: list[AnyMessage],
-    usage: dict[str, int],
+    usage: Usage,
     *,
     purpose: str,
-    method: str = "function_calling",
+    method: StructuredMethod = "function_calling",
 ) -> M | None:
     """Ask ``model`` for a ``schema`` object; count the call; ``None`` on any failure.
 

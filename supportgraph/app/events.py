@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from checkpoints import Store
-from checkpoints.store import EventRow, PostgresStore
-from supportgraph.webhooks import WebhookConfig
+from supportgraph.domain.ports import EventLog
+from supportgraph.domain.types import Audience, Event
+from supportgraph.domain.webhooks import WebhookConfig, WebhookEvent
 
 log = logging.getLogger("supportgraph.events")
 
@@ -31,7 +31,7 @@ CUSTOMER_FIELDS: dict[str, tuple[str, ...]] = {
 """What a customer's stream shows of each event kind (a whitelist; notes are not listed)."""
 
 
-def customer_view(event: EventRow) -> dict[str, Any] | None:
+def customer_view(event: Event) -> dict[str, Any] | None:
     """The event as the customer may see it; None when it is for agents only."""
     fields = CUSTOMER_FIELDS.get(event.kind)
     if event.audience != "all" or fields is None:
@@ -40,7 +40,7 @@ def customer_view(event: EventRow) -> dict[str, Any] | None:
     return {"id": event.id, "kind": event.kind, "created_at": event.created_at, **shown}
 
 
-def agent_view(event: EventRow) -> dict[str, Any]:
+def agent_view(event: Event) -> dict[str, Any]:
     """The event as agents see it."""
     return {
         "id": event.id,
@@ -62,7 +62,7 @@ class EventHub:
 
     def __init__(
         self,
-        store: Store,
+        store: EventLog,
         *,
         webhooks: WebhookConfig | None = None,
         heartbeat: float = 15.0,
@@ -80,8 +80,8 @@ class EventHub:
         kind: str,
         data: dict[str, Any],
         *,
-        audience: str = "all",
-        webhook: str | None = None,
+        audience: Audience = "all",
+        webhook: WebhookEvent | None = None,
         webhook_data: dict[str, Any] | None = None,
     ) -> int:
         """Log an event (and the ``webhook`` it triggers, if configured); wake its followers."""
@@ -103,8 +103,8 @@ class EventHub:
         *,
         after: int,
         session_id: str | None = None,
-        audiences: tuple[str, ...] = ("all",),
-    ) -> AsyncIterator[EventRow]:
+        audiences: tuple[Audience, ...] = ("all",),
+    ) -> AsyncIterator[Event]:
         """Events after ``after`` (one session's, or all), forever, as they are logged."""
         subscriber = _Subscriber(session_id)
         self._subscribers.add(subscriber)
@@ -124,10 +124,14 @@ class EventHub:
         finally:
             self._subscribers.discard(subscriber)
 
+    async def last_event_id(self) -> int:
+        """The newest event's id (0 when there is none)."""
+        return await self.store.last_event_id()
+
     async def start(self) -> None:
-        """On PostgreSQL, listen for events other processes log."""
-        if isinstance(self.store, PostgresStore) and self._listener is None:
-            self._listener = asyncio.create_task(self._listen(self.store), name="sg-listen")
+        """Listen for events other processes log (when other processes can log any)."""
+        if self._listener is None and self.store.listen() is not None:
+            self._listener = asyncio.create_task(self._listen(), name="sg-listen")
 
     async def stop(self) -> None:
         """Stop listening."""
@@ -142,11 +146,14 @@ class EventHub:
             if session_id is None or subscriber.session_id in (None, session_id):
                 subscriber.wake.set()
 
-    async def _listen(self, store: PostgresStore) -> None:
+    async def _listen(self) -> None:
         delay = 0.5
         while True:
+            listening = self.store.listen()
+            if listening is None:
+                return
             try:
-                async with store.listen() as notifications:
+                async with listening as notifications:
                     delay = 0.5
                     self._wake(None)  # catch up on whatever was logged while not listening
                     async for _event_id, session_id in notifications:

@@ -22,7 +22,7 @@ import numpy as np
 import Stemmer
 from bm25s.selection import topk
 
-from supportgraph.pack import FaqEntry
+from supportgraph.domain.pack import FaqEntry
 
 log = logging.getLogger("supportgraph.retrieval")
 
@@ -55,9 +55,10 @@ def _document(entry: FaqEntry) -> str:
 
 
 def _tokenize(texts: list[str]) -> list[list[str]]:
-    return bm25s.tokenize(
+    tokens: list[list[str]] = bm25s.tokenize(
         texts, stopwords="en", stemmer=_STEMMER, return_ids=False, show_progress=False
     )
+    return tokens
 
 
 def _cache_key(documents: list[str]) -> str:
@@ -175,7 +176,8 @@ def _terms_in(index: bm25s.BM25, terms: Sequence[str], docs: np.ndarray) -> np.n
         return np.zeros(len(docs), dtype=np.int64)
     indptr, indices = index.scores["indptr"], index.scores["indices"]
     postings = np.concatenate([indices[indptr[t] : indptr[t + 1]] for t in ids])
-    return np.bincount(postings, minlength=index.scores["num_docs"])[docs]
+    counts: np.ndarray = np.bincount(postings, minlength=index.scores["num_docs"])[docs]
+    return counts
 
 
 @dataclass(frozen=True)

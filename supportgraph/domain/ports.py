@@ -1,0 +1,264 @@
+"""The ports: what the domain and the services need from storage and from a company's systems.
+
+Adapters implement them (``checkpoints/`` for SQLite and PostgreSQL); the services and the
+nodes see only these Protocols, and the edges decide which adapter stands behind each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, runtime_checkable
+
+from supportgraph.domain.types import (
+    Audience,
+    Delivery,
+    Event,
+    Message,
+    Note,
+    OutboxItem,
+    QueueEntry,
+    Role,
+    Session,
+    SessionFilter,
+    Status,
+)
+
+
+class StoreUnavailable(RuntimeError):
+    """The database cannot be reached (the API answers 503; nothing was lost)."""
+
+
+class SessionRepository(Protocol):
+    """Conversations' records, and the lock that makes a session's turns run one at a time."""
+
+    def session_lock(
+        self, session_id: str, *, wait: bool = True
+    ) -> AbstractAsyncContextManager[bool]:
+        """Hold the session across processes; yields False when ``wait`` is off and it is held."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers."""
+        ...
+
+    async def create_session(
+        self,
+        session_id: str,
+        *,
+        pack_name: str,
+        pack_version: str,
+        customer_id: str | None = None,
+    ) -> None:
+        """Record a new conversation."""
+        ...
+
+    async def get_session(self, session_id: str) -> Session | None:
+        """The conversation's record, if it exists."""
+        ...
+
+    async def finish_turn(self, session_id: str, *, status: Status, intent: str | None) -> None:
+        """Record where the conversation stands after a turn."""
+        ...
+
+    async def revoke_tokens(self, session_id: str, *, issued_before_us: int) -> None:
+        """Make the session's tokens issued before this instant (µs since epoch) invalid."""
+        ...
+
+    async def list_sessions(
+        self,
+        filters: SessionFilter,
+        *,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 50,
+    ) -> list[QueueEntry]:
+        """Sessions, newest activity first, continuing after ``before`` (updated_at, id)."""
+        ...
+
+    async def claim_session(self, session_id: str, *, agent: str, force: bool = False) -> bool:
+        """Give an escalated session to ``agent`` unless another agent holds it (or ``force``)."""
+        ...
+
+    async def release_session(self, session_id: str) -> None:
+        """Nobody holds the session any more."""
+        ...
+
+    async def set_status(
+        self,
+        session_id: str,
+        *,
+        status: Status,
+        release: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        """Set the session's status (and escalation reason); optionally drop the claim."""
+        ...
+
+    async def touch_session(self, session_id: str) -> None:
+        """Record activity on the session (it moves up the agents' queue)."""
+        ...
+
+
+class Transcript(Protocol):
+    """The append-only transcript and the agents' internal notes."""
+
+    async def append_message(
+        self, session_id: str, *, role: Role, content: str, author: str | None = None
+    ) -> int:
+        """Append one line; return its id."""
+        ...
+
+    async def get_message(self, message_id: int) -> Message | None:
+        """One line by id."""
+        ...
+
+    async def list_messages(self, session_id: str) -> list[Message]:
+        """The whole transcript, oldest first."""
+        ...
+
+    async def add_note(self, session_id: str, *, author: str, content: str) -> int:
+        """Store an internal note; return its id."""
+        ...
+
+    async def list_notes(self, session_id: str) -> list[Note]:
+        """The session's notes, oldest first."""
+        ...
+
+
+class EventLog(Protocol):
+    """The log of messages and status changes that live streams and webhooks follow."""
+
+    async def append_event(
+        self,
+        session_id: str,
+        *,
+        kind: str,
+        audience: Audience,
+        data: dict[str, Any],
+        outbox: list[OutboxItem] | None = None,
+    ) -> int:
+        """Log an event with the webhook deliveries it causes; return its id."""
+        ...
+
+    async def events_after(
+        self,
+        after: int,
+        *,
+        session_id: str | None = None,
+        audiences: tuple[Audience, ...] = ("all", "agents"),
+        limit: int = 200,
+    ) -> list[Event]:
+        """Events with an id above ``after``, oldest first (one session's, or all)."""
+        ...
+
+    async def last_event_id(self) -> int:
+        """The newest event's id (0 when there is none)."""
+        ...
+
+    def listen(self) -> AbstractAsyncContextManager[AsyncIterator[tuple[int, str]]] | None:
+        """Notifications (event id, session id) of events other processes log; None when no
+        other process can write to this log."""
+        ...
+
+
+class Outbox(Protocol):
+    """Webhook deliveries waiting to be sent."""
+
+    async def claim_due_webhook(self, *, now: datetime, lease: float) -> Delivery | None:
+        """Lease the next due delivery for ``lease`` seconds and count the attempt."""
+        ...
+
+    async def webhook_delivered(self, outbox_id: int) -> None:
+        """The receiver took the delivery."""
+        ...
+
+    async def webhook_failed(
+        self, outbox_id: int, *, error: str, next_attempt_at: datetime | None
+    ) -> None:
+        """An attempt failed: retry at ``next_attempt_at``, or give up when None."""
+        ...
+
+
+class RequestSink(Protocol):
+    """Where a confirmed action's request is written (a refund, a ticket)."""
+
+    async def create_request(
+        self, *, session_id: str, kind: str, data: dict[str, str], idempotency_key: str
+    ) -> str:
+        """Store a request once per idempotency key and return its id."""
+        ...
+
+
+@runtime_checkable
+class AuditSink(Protocol):
+    """Where action decisions are recorded, with no personal data."""
+
+    async def audit_action(
+        self,
+        *,
+        session_id: str,
+        action: str,
+        kind: str,
+        outcome: str,
+        reason: str,
+        record_ref: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        """Append one entry (the session as a pseudonym, the record only as a keyed hash)."""
+        ...
+
+
+class Store(SessionRepository, Transcript, EventLog, Outbox, RequestSink, AuditSink, Protocol):
+    """Everything the services keep in the database."""
+
+    backend: str
+    """Which database: ``sqlite`` or ``postgres``."""
+
+
+class Retention(Protocol):
+    """How long what a conversation leaves behind is kept."""
+
+    async def trim(self, thread_id: str, *, keep: int) -> int:
+        """Delete all but the thread's latest ``keep`` checkpoints; return how many went."""
+        ...
+
+    async def delete_session(self, session_id: str, *, actor: str) -> bool:
+        """Delete every row of the session and audit it; False when there was no session."""
+        ...
+
+    async def reclaim(self) -> None:
+        """Give freed space back where the backend needs to be asked."""
+        ...
+
+
+@dataclass(frozen=True)
+class Found:
+    """A record source has the record."""
+
+    record: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class NotFound:
+    """A record source has no record with that key."""
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A record source could not answer (its system is down or answered nonsense)."""
+
+    reason: str
+
+
+RecordResult = Found | NotFound | Failed
+"""What a record source answers."""
+
+
+class RecordSource(Protocol):
+    """Records of a company's system, looked up by key fields (orders by order number)."""
+
+    async def lookup(self, key: Mapping[str, str]) -> RecordResult:
+        """The record whose fields equal ``key``; compared without case or outer spaces."""
+        ...
