@@ -15,7 +15,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Header, HTTPException, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from api.agent_auth import Agent, AgentRoleError, AgentTokenError, AgentTokens
+from api.agent_auth import (
+    Agent,
+    AgentKeysUnavailable,
+    AgentRoleError,
+    AgentTokenError,
+    AgentTokens,
+)
 from api.auth import SessionTokens, TokenError
 from api.schemas import (
     CURSOR_PATTERN,
@@ -271,9 +277,15 @@ async def current_agent(
             401, "agent endpoints need 'Authorization: Bearer <agent token>'", challenge
         )
     try:
-        return agent_tokens.agent(credentials.credentials)
+        return await agent_tokens.agent(credentials.credentials)
     except AgentTokenError as exc:
         raise HTTPException(401, "invalid or expired agent token", headers=challenge) from exc
+    except AgentKeysUnavailable as exc:
+        raise HTTPException(
+            503,
+            "the identity provider's keys cannot be fetched; try again shortly",
+            headers={"Retry-After": "5"},
+        ) from exc
     except AgentRoleError as exc:
         raise HTTPException(403, f"{exc}; agent endpoints need role agent or admin") from exc
 

@@ -10,6 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from api.schemas import ErrorResponse
 from supportgraph.app.handoff import BadCursor, ClaimConflict, NotEscalated
@@ -81,6 +82,27 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     return details
 
 
+METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+"""The methods a 405's ``Allow`` may name."""
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app serves at the request's path.
+
+    Starlette's 405 names only the methods of the first route whose path matched, and a path
+    can have several routes (GET and POST /api/support/sessions are two): each method is
+    tried against every route instead.
+    """
+    routes = request.app.router.routes
+    return sorted(
+        method
+        for method in METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL for route in routes
+        )
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map validation errors, HTTP errors and domain exceptions to the one shape."""
 
@@ -91,14 +113,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, f"invalid input ({where})", details=details)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400:
             # FastAPI's answer to a body it cannot decode: bad input, said like the others.
             details = [{"field": "body", "message": str(exc.detail), "type": "body_decode"}]
             return error_response(422, f"invalid input (body: {exc.detail})", details=details)
-        return error_response(
-            exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None)
-        )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request))
+        return error_response(exc.status_code, str(exc.detail), headers=headers or None)
 
     @app.exception_handler(SessionNotFound)
     async def _not_found(_: Request, exc: SessionNotFound) -> JSONResponse:

@@ -3,8 +3,10 @@
 Every record passes :class:`RedactingFilter` on its way out: card numbers, secrets, emails and
 phone numbers are masked in the message, its arguments, every extra field (nested dicts and
 lists too) and the exception text, and fields named like credentials (``authorization``,
-``password``, ``*_token``...) are dropped to ``[redacted]`` whatever they hold. Uvicorn's
-own loggers get the same filter, so access and error lines follow the same rule.
+``password``, ``*_token``...) are dropped to ``[redacted]`` whatever they hold. The app's
+handler serves our loggers and the root logger, so the libraries' records (LangGraph,
+LangChain, psycopg...) come out the same way; every other handler on the root logger and
+uvicorn's own get the filter too.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import sys
 from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from supportgraph.domain.pii import REDACTED, mask_for_log
 
@@ -133,6 +135,27 @@ class TextFormatter(logging.Formatter):
         return f"{base} request_id={request_id_var.get()}"
 
 
+class AppHandler(logging.StreamHandler[TextIO]):
+    """The handler :func:`configure_logging` installs."""
+
+
+class LibraryLevel(logging.Filter):
+    """Our loggers at the level they are set to; the libraries' records from WARNING up.
+
+    Some libraries set their own loggers to DEBUG; their chatter stays out of the app's log.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep ours, and others at WARNING or above."""
+        ours = record.name == "supportgraph" or record.name.startswith("supportgraph.")
+        return ours or record.levelno >= logging.WARNING
+
+
+def app_handler() -> AppHandler | None:
+    """The handler the app's log lines go out through, once :func:`configure_logging` ran."""
+    return next((h for h in logging.getLogger().handlers if isinstance(h, AppHandler)), None)
+
+
 def install_filter(handler: logging.Handler) -> None:
     """Give ``handler`` the redacting filter (once)."""
     if not any(isinstance(f, RedactingFilter) for f in handler.filters):
@@ -140,18 +163,29 @@ def install_filter(handler: logging.Handler) -> None:
 
 
 def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
-    """Send the app's logs to stderr, as JSON lines or text, with personal data masked."""
-    handler = logging.StreamHandler(sys.stderr)
+    """Send every log record to stderr, as JSON lines or text, with personal data masked.
+
+    Our loggers log at ``level``; the libraries' records reach the root logger, at its level
+    (WARNING unless the host configured another), through the same handler.
+    """
+    handler = AppHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter()
         if json_lines
         else TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
     )
+    handler.addFilter(LibraryLevel())
     install_filter(handler)
-    root = logging.getLogger("supportgraph")
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    ours = logging.getLogger("supportgraph")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level.upper())
+    ours.propagate = False
+    root = logging.getLogger()
+    for previous in [h for h in root.handlers if isinstance(h, AppHandler)]:
+        root.removeHandler(previous)
+    root.addHandler(handler)
+    for existing in root.handlers:
+        install_filter(existing)
     for name in ("httpx", "openai", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
     # uvicorn configures its handlers before it builds the app: mask what they print too.

@@ -173,6 +173,27 @@ class Settings(BaseSettings):
         default=None,
         description="PEM (or a path to one) of an RS256 public key that also signs agent tokens.",
     )
+    agent_jwt_jwks_url: str | None = Field(
+        default=None,
+        description="Your identity provider's JWKS URL: its keys verify RS256 agent tokens"
+        " (cached; a key id not seen yet fetches them again).",
+    )
+    agent_jwt_jwks_cooldown: float = Field(
+        default=30.0,
+        ge=0,
+        description="Least seconds between two fetches of the keys for a key id not seen yet"
+        " (a stream of made-up key ids cannot hammer the identity provider).",
+    )
+    agent_jwt_issuer: str | None = Field(
+        default=None,
+        description="The iss of RS256 agent tokens (the identity provider's issuer); required"
+        " with a public key or a JWKS URL.",
+    )
+    agent_jwt_audience: str | None = Field(
+        default=None,
+        description="The aud RS256 agent tokens must carry (this service's id at the identity"
+        " provider); required with a public key or a JWKS URL.",
+    )
     agent_token_ttl_hours: float = Field(default=12.0, gt=0, description="`agent token` default.")
     server_api_keys: list[SecretStr] = Field(
         default_factory=list,
@@ -258,6 +279,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"{url!r} is not an http(s) URL")
         return value
 
+    @field_validator("agent_jwt_jwks_url")
+    @classmethod
+    def _jwks_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+    @model_validator(mode="after")
+    def _rs256_audience(self) -> Settings:
+        rs256 = self.agent_jwt_public_key or self.agent_jwt_jwks_url
+        if rs256 and not (self.agent_jwt_issuer and self.agent_jwt_audience):
+            raise ValueError(
+                "SUPPORTGRAPH_AGENT_JWT_ISSUER and SUPPORTGRAPH_AGENT_JWT_AUDIENCE must be set"
+                " with SUPPORTGRAPH_AGENT_JWT_PUBLIC_KEY or _JWKS_URL: without them a token your"
+                " identity provider issued for any other application would be accepted"
+            )
+        return self
+
     @model_validator(mode="after")
     def _webhook_secret(self) -> Settings:
         if self.webhook_urls and self.webhook_secret is None:
@@ -308,10 +347,13 @@ class Settings(BaseSettings):
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)
         # Workers starting together must end up with one key: the first complete file linked
-        # into place wins, and everyone reads that one.
+        # into place wins, and everyone reads that one. The draft is created readable by its
+        # owner only, so the key is never readable by anyone else, not even for a moment.
         draft = path.with_name(f".secret_key.{os.getpid()}")
-        draft.write_text(secrets.token_urlsafe(48))
-        draft.chmod(0o600)
+        draft.unlink(missing_ok=True)  # a crashed start's leftover, whatever its mode
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(48))
         try:
             os.link(draft, path)
         except FileExistsError:

@@ -21,7 +21,7 @@ import respx
 from bench.common import load_profile, load_profile_settings
 from graphs.state import MAX_WINDOW
 from tests.conftest import stub_llm_settings
-from tests.utils.chat import Customer, app_of
+from tests.utils.chat import Customer, hold_turns
 from tests.utils.db import fresh_schema
 from tests.utils.openai import COMPLETIONS, requested_tool, tool_call_response
 from tests.utils.servers import free_port
@@ -89,28 +89,6 @@ async def test_fifty_concurrent_posts_to_one_session_keep_every_accepted_message
     customer = [m["content"] for m in session["messages"] if m["role"] == "customer"]
     assert Counter(customer) == Counter(["hello", *accepted]), "each accepted message once"
     assert len(session["messages"]) == 2 * len(customer), "each message answered exactly once"
-
-
-class Gate:
-    """Stands in for the service graph's ``turn``: holds every turn until released."""
-
-    def __init__(self, real: Any) -> None:
-        self.real = real
-        self.entered = asyncio.Event()
-        self.release = asyncio.Event()
-
-    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.entered.set()
-        await self.release.wait()
-        return await self.real(*args, **kwargs)
-
-
-def hold_turns(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> Gate:
-    """Make the app's turns wait at the graph until ``gate.release`` is set."""
-    graph = app_of(client).state.service.graph
-    gate = Gate(graph.turn)
-    monkeypatch.setattr(graph, "turn", gate)
-    return gate
 
 
 async def test_reject_policy_answers_409_while_a_turn_runs(

@@ -162,6 +162,27 @@ async def test_unknown_route_and_method_use_the_error_shape(
         assert_error(await client.get("/api/support/chat"), 405, "method_not_allowed")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/api/support/sessions", "GET, POST"),
+        ("PUT", "/api/support/sessions/abc", "DELETE, GET"),
+        ("GET", "/api/support/chat", "POST"),
+        ("DELETE", "/api/agent/sessions/abc/claim", "POST"),
+        ("POST", "/health", "GET"),
+    ],
+)
+async def test_a_405_names_every_method_the_path_serves(
+    app_factory: Any, sqlite_backend: dict[str, Any], method: str, path: str, allow: str
+) -> None:
+    """A path served by several routes (GET and POST /api/support/sessions are two) lists all
+    their methods in ``Allow``, not only the first matching route's."""
+    async with app_factory(**sqlite_backend) as client:
+        response = await client.request(method, path)
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == allow
+
+
 async def test_health_ready_and_request_id(app_factory: Any, backend: dict[str, Any]) -> None:
     async with app_factory(**backend) as client:
         health = await client.get("/health")

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import jwt
 
+from api.agent_auth import AUDIENCE, ISSUER
 from tests.handoff.helpers import agent_token
 from tests.utils.chat import Customer, app_of
 
@@ -125,7 +126,9 @@ async def test_agent_endpoints_need_an_agent_token(
         now = datetime.now(UTC)
 
         def signed(claims: dict[str, Any], key: str = settings_secret, alg: str = "HS256") -> str:
-            return jwt.encode({"exp": now + timedelta(hours=1), **claims}, key, algorithm=alg)
+            ours = {"exp": now + timedelta(hours=1), "iss": ISSUER, "aud": AUDIENCE}
+            given = {k: v for k, v in {**ours, **claims}.items() if v is not None}
+            return jwt.encode(given, key, algorithm=alg)
 
         unauthenticated = {
             "no token": None,
@@ -134,6 +137,9 @@ async def test_agent_endpoints_need_an_agent_token(
             "another key": signed({"sub": "alice", "role": "agent"}, key="x" * 40),
             "no subject": signed({"role": "agent"}),
             "session type": signed({"sub": "alice", "role": "agent", "typ": "session"}),
+            "another audience": signed({"sub": "alice", "role": "admin", "aud": "other-app"}),
+            "another issuer": signed({"sub": "alice", "role": "admin", "iss": "elsewhere"}),
+            "no issuer": signed({"sub": "alice", "role": "admin", "iss": None}),
             "alg none": jwt.encode({"sub": "alice", "role": "admin"}, None, algorithm="none"),
             "garbage": "not.a.jwt",
         }

@@ -1,4 +1,5 @@
-"""Agent tokens: the CLI mints them; HS256 or an RS256 public key verifies them."""
+"""Agent tokens: the CLI mints them; HS256, or an identity provider's RS256 keys (a public key
+or its JWKS) for its issuer and our audience only, verify them."""
 
 from __future__ import annotations
 
@@ -14,10 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from pydantic import ValidationError
 
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, make_settings
+from tests.utils.oidc import AUDIENCE, ISSUER, Provider, identity_provider
+
+IDP = {"iss": ISSUER, "aud": AUDIENCE}
 
 BIN = Path(sys.executable).parent / "supportgraph"
 
@@ -84,6 +90,19 @@ def _rsa_pair() -> tuple[Any, str]:
     return key, public.decode()
 
 
+RS256 = {"agent_jwt_issuer": ISSUER, "agent_jwt_audience": AUDIENCE}
+"""Who an identity provider's tokens must come from, and be for."""
+
+
+async def agent_codes(client: Any, tokens: dict[str, str]) -> dict[str, int]:
+    """The status of ``GET /api/agent/me`` with each token."""
+    codes = {}
+    for name, token in tokens.items():
+        response = await client.get("/api/agent/me", headers={"Authorization": f"Bearer {token}"})
+        codes[name] = response.status_code
+    return codes
+
+
 async def test_rs256_public_key_from_settings(
     app_factory: Any, sqlite_backend: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -92,21 +111,30 @@ async def test_rs256_public_key_from_settings(
     pem_file = tmp_path / "idp.pem"
     pem_file.write_text(public_pem)
     exp = datetime.now(UTC) + timedelta(hours=1)
-    claims = {"sub": "carol@example.com", "role": "admin", "exp": exp}
+    claims = {"sub": "carol@example.com", "role": "admin", "exp": exp, **IDP}
     idp_token = jwt.encode(claims, key, algorithm="RS256")
-    impostor = jwt.encode(claims, other_key, algorithm="RS256")
-    confused = _hs256_signed_with(public_pem.encode(), {**claims, "exp": int(exp.timestamp())})
+    tokens = {
+        "idp": idp_token,
+        "impostor": jwt.encode(claims, other_key, algorithm="RS256"),
+        "confused": _hs256_signed_with(
+            public_pem.encode(), {**claims, "exp": int(exp.timestamp())}
+        ),
+        "other app": jwt.encode({**claims, "aud": "some-other-app"}, key, algorithm="RS256"),
+        "other issuer": jwt.encode({**claims, "iss": "https://elsewhere"}, key, algorithm="RS256"),
+        "both": jwt.encode(
+            {**claims, "aud": "some-other-app", "iss": "elsewhere"}, key, algorithm="RS256"
+        ),
+        "no audience": jwt.encode({**claims, "aud": None}, key, algorithm="RS256"),
+    }
+    expected = {name: 401 for name in tokens} | {"idp": 200}
 
     for configured in (public_pem, str(pem_file)):
-        async with app_factory(**sqlite_backend, agent_jwt_public_key=configured) as client:
-            codes = {}
-            for name, token in [("idp", idp_token), ("impostor", impostor), ("confused", confused)]:
-                response = await client.get(
-                    "/api/agent/me", headers={"Authorization": f"Bearer {token}"}
-                )
-                codes[name] = response.status_code
+        async with app_factory(
+            **sqlite_backend, agent_jwt_public_key=configured, **RS256
+        ) as client:
+            codes = await agent_codes(client, tokens)
             me = await client.get("/api/agent/me", headers={"Authorization": f"Bearer {idp_token}"})
-        assert codes == {"idp": 200, "impostor": 401, "confused": 401}
+        assert codes == expected
         assert me.json() == {"name": "carol@example.com", "role": "admin"}
 
     async with app_factory(**sqlite_backend) as client:
@@ -114,3 +142,74 @@ async def test_rs256_public_key_from_settings(
             "/api/agent/me", headers={"Authorization": f"Bearer {idp_token}"}
         )
     assert unconfigured.status_code == 401, "RS256 is refused unless a public key is set"
+
+
+@pytest.mark.parametrize("key", ["agent_jwt_public_key", "agent_jwt_jwks_url"])
+@pytest.mark.parametrize("missing", ["agent_jwt_issuer", "agent_jwt_audience"])
+def test_rs256_without_issuer_or_audience_is_refused_at_start(key: str, missing: str) -> None:
+    _, public_pem = _rsa_pair()
+    values = {
+        "agent_jwt_public_key": public_pem,
+        "agent_jwt_jwks_url": "https://idp.example.test/jwks.json",
+    }
+    given = {key: values[key], **{k: v for k, v in RS256.items() if k != missing}}
+    with pytest.raises(ValidationError) as exc:
+        make_settings(**given)
+    message = str(exc.value)
+    assert (
+        "SUPPORTGRAPH_AGENT_JWT_ISSUER" in message and "SUPPORTGRAPH_AGENT_JWT_AUDIENCE" in message
+    )
+
+
+async def test_rs256_keys_from_the_identity_providers_jwks(
+    app_factory: Any, sqlite_backend: dict[str, Any]
+) -> None:
+    """Keys come from the provider's JWKS, are cached, and a rotated key is fetched once seen."""
+    with identity_provider() as idp:
+        settings = {
+            **sqlite_backend,
+            "agent_jwt_jwks_url": idp.url,
+            "agent_jwt_jwks_cooldown": 0,
+            **RS256,
+        }
+        async with app_factory(**settings) as client:
+            first = await agent_codes(client, {"a": idp.token(), "b": idp.token(sub="erin")})
+            assert first == {"a": 200, "b": 200}
+            assert idp.fetches == 1, "the keys are cached"
+
+            idp.add_key("key-2")
+            rotated = await agent_codes(client, {"new key": idp.token("key-2")})
+            assert rotated == {"new key": 200} and idp.fetches == 2
+
+            stranger = Provider()  # same key id, another key: not the provider's signature
+            refused = await agent_codes(
+                client,
+                {
+                    "forged": stranger.token("key-1"),
+                    "other app": idp.token(aud="some-other-app"),
+                    "other issuer": idp.token(iss="https://elsewhere"),
+                    "hs256 of ours with their claims": jwt.encode(
+                        {"sub": "x", "role": "admin", "exp": 2**31, **IDP}, "x" * 40
+                    ),
+                },
+            )
+            assert refused == dict.fromkeys(refused, 401)
+            me = await client.get(
+                "/api/agent/me", headers={"Authorization": f"Bearer {idp.token(sub='erin')}"}
+            )
+            assert me.json() == {"name": "erin", "role": "admin"}
+
+
+async def test_unreachable_jwks_answers_503_not_401(
+    app_factory: Any, sqlite_backend: dict[str, Any]
+) -> None:
+    """A provider that is down is not the agent's fault: 503 with Retry-After."""
+    with identity_provider() as idp:
+        url = idp.url
+        token = idp.token()
+    settings = {**sqlite_backend, "agent_jwt_jwks_url": url, **RS256}
+    async with app_factory(**settings) as client:
+        response = await client.get("/api/agent/me", headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] == "5"
+    assert "identity provider" in response.json()["error"]["message"]

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from datetime import timedelta
 from typing import Any
 
+import httpx
 import jwt
+import pytest
 
 from api.auth import SessionTokens
 from tests.conftest import TEST_SECRET
-from tests.utils.chat import Customer
+from tests.utils.chat import Customer, hold_turns
 
 API_KEY = "server-key-of-the-company-backend"
 
@@ -114,3 +118,80 @@ async def test_server_keys_are_off_by_default(
             "/api/support/sessions", headers={"X-API-Key": "", "X-Customer-ID": "c1"}
         )
     assert response.status_code == 401
+
+
+CHAT_ROUTES = ["/api/support/chat", "/api/support/chat/stream"]
+
+
+def session_of(response: httpx.Response) -> str:
+    """The session id a chat answer names (the body, or the stream's ``start`` event)."""
+    if response.headers["content-type"].startswith("application/json"):
+        return str(response.json()["session_id"])
+    start = response.text.split("event: start")[1].split("data: ")[1].split("\r\n")[0]
+    return str(json.loads(start)["session_id"])
+
+
+@pytest.mark.parametrize("route", CHAT_ROUTES)
+async def test_both_chat_routes_take_a_server_key_for_its_customers_sessions(
+    app_factory: Any, sqlite_backend: dict[str, Any], route: str
+) -> None:
+    """One rule for both chat routes: the session's token, or a server key acting for the
+    session's customer (a new session then belongs to that customer)."""
+    async with app_factory(**sqlite_backend, server_api_keys=[API_KEY]) as client:
+        acme = {"X-API-Key": API_KEY, "X-Customer-ID": "cust-42"}
+        other = {"X-API-Key": API_KEY, "X-Customer-ID": "cust-7"}
+        started = await client.post(route, json={"message": "hello"}, headers=acme)
+        assert started.status_code == 200, started.text
+        sid = session_of(started)
+        again = await client.post(
+            route, json={"message": "still me", "session_id": sid}, headers=acme
+        )
+        assert again.status_code == 200, again.text
+        refused = await client.post(route, json={"message": "hi", "session_id": sid}, headers=other)
+        assert refused.status_code == 404
+        mine = await client.get("/api/support/sessions", headers=acme)
+        assert [s["session_id"] for s in mine.json()["items"]] == [sid]
+        transcript = await client.get(f"/api/support/sessions/{sid}", headers=acme)
+        customer_lines = [m for m in transcript.json()["messages"] if m["role"] == "customer"]
+        assert [m["content"] for m in customer_lines] == ["hello", "still me"]
+
+
+@pytest.mark.parametrize("route", CHAT_ROUTES)
+async def test_a_token_revoked_while_its_message_waits_is_refused_on_both_routes(
+    app_factory: Any,
+    sqlite_backend: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    route: str,
+) -> None:
+    """The token is checked under the session's lock, when the message's turn starts: a
+    rotation that lands while the message waits behind another turn refuses it, on both
+    routes alike, with nothing stored."""
+    async with app_factory(**sqlite_backend) as client:
+        customer = Customer(client)
+        await customer.say("hello")
+        stale = customer.token
+        gate = hold_turns(client, monkeypatch)
+        running = asyncio.create_task(customer.say("how much is shipping?"))
+        await gate.entered.wait()
+        waiting = asyncio.create_task(
+            client.post(
+                route,
+                json={"message": "a message that waits", "session_id": customer.session_id},
+                headers={"Authorization": f"Bearer {stale}"},
+            )
+        )
+        await asyncio.sleep(0.2)  # the message is now waiting for the session
+        rotated = await client.post(
+            f"/api/support/sessions/{customer.session_id}/token",
+            headers={"Authorization": f"Bearer {customer.token}"},
+        )
+        assert rotated.status_code == 200
+        gate.release.set()
+        await running
+        response = await waiting
+        customer.token = rotated.json()["session_token"]
+        transcript = await customer.transcript()
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["message"] == "this session token was revoked"
+    said = [m["content"] for m in transcript["messages"] if m["role"] == "customer"]
+    assert "a message that waits" not in said

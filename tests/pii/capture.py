@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,17 +12,17 @@ from typing import Any
 
 import psycopg
 
+from supportgraph.logs import app_handler
+
 
 @contextmanager
 def app_log_lines() -> Iterator[io.StringIO]:
     """The app's log output (its real handler, filter and formatter) into a buffer.
 
-    Enter it after the app is created: ``create_app`` configures the ``supportgraph`` logger.
+    Enter it after the app is created: ``create_app`` configures logging.
     """
-    handlers = logging.getLogger("supportgraph").handlers
-    assert handlers, "the app configured no log handler"
-    handler = handlers[0]
-    assert isinstance(handler, logging.StreamHandler)
+    handler = app_handler()
+    assert handler is not None, "the app configured no log handler"
     buffer = io.StringIO()
     previous = handler.setStream(buffer)
     try:

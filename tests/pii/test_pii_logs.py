@@ -76,6 +76,34 @@ def test_message_args_extras_and_exception_are_masked(json_logs: io.StringIO) ->
     assert "Traceback" in line["exc"]
 
 
+@pytest.mark.parametrize("name", ["langgraph.pregel", "langchain_core.callbacks", "psycopg.pool"])
+def test_the_libraries_warnings_go_out_masked_as_json(json_logs: io.StringIO, name: str) -> None:
+    """Records of other loggers reach the root logger: the same handler masks them."""
+    logging.getLogger(name).warning("retrying for %s after %s", EMAIL, f"card {CARD} refused")
+    logging.getLogger(name).info("below the root's level: not shown")
+    [line] = json_lines(json_logs)
+    _assert_clean(json_logs.getvalue())
+    assert line["logger"] == name and line["level"] == "WARNING"
+    assert (
+        line["msg"] == "retrying for c***@example.org after card [card XXXX-XXXX-XXXX-1111] refused"
+    )
+
+
+def test_other_root_handlers_get_the_filter_too() -> None:
+    """A handler the host put on the root logger (a console, a log shipper) sees masked text."""
+    root = logging.getLogger()
+    shipped = io.StringIO()
+    theirs = logging.StreamHandler(shipped)
+    root.addHandler(theirs)
+    try:
+        configure_logging("INFO", json_lines=True)
+        logging.getLogger("psycopg").warning("connection for %s lost", EMAIL)
+    finally:
+        root.removeHandler(theirs)
+    assert "connection for c***@example.org lost" in shipped.getvalue()
+    _assert_clean(shipped.getvalue())
+
+
 def test_text_logs_are_masked_too() -> None:
     configure_logging("INFO", json_lines=False)
     with app_log_lines() as buffer:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
+import pytest
 
 
 def app_of(client: httpx.AsyncClient) -> Any:
@@ -40,3 +42,25 @@ class Customer:
         )
         assert response.status_code == 200, response.text
         return response.json()
+
+
+class Gate:
+    """Stands in for the service graph's ``turn``: holds every turn until released."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.entered.set()
+        await self.release.wait()
+        return await self.real(*args, **kwargs)
+
+
+def hold_turns(client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> Gate:
+    """Make the app's turns wait at the graph until ``gate.release`` is set."""
+    graph = app_of(client).state.service.graph
+    gate = Gate(graph.turn)
+    monkeypatch.setattr(graph, "turn", gate)
+    return gate
