@@ -67,4 +67,5 @@ def install_openapi(app: FastAPI) -> None:
             app.openapi_schema = require_server_customer(strip_null_parameters(build()))
         return app.openapi_schema
 
+    # FastAPI's documented way to change the schema is to replace this method.
     app.openapi = openapi  # type: ignore[method-assign]

@@ -271,4 +271,4 @@ async def _rate_limited(_: Request, exc: RateLimitExceeded) -> JSONResponse:
 def install_rate_limits(app: FastAPI, settings: Settings) -> None:
     """Give the app its limits and the 429 answer (routers opt in with the dependencies)."""
     app.state.rate_limits = RateLimits(settings)
-    app.add_exception_handler(RateLimitExceeded, _rate_limited)  # type: ignore[arg-type]
+    app.exception_handler(RateLimitExceeded)(_rate_limited)

@@ -49,6 +49,8 @@ def _stock_state() -> type:
     """``SupportState`` with the whole transcript in ``add_messages`` (no window)."""
     hints = get_type_hints(SupportState, include_extras=True)
     hints["messages"] = Annotated[list[AnyMessage], add_messages]
+    # Built at run time from SupportState's own hints: a class statement cannot override
+    # the messages key, and mypy reads only literal TypedDict() calls.
     return TypedDict("StockState", hints, total=False)  # type: ignore[operator]
 
 

@@ -374,12 +374,13 @@ def _timer() -> Iterator[Callable[[], float]]:
     end.append(time.perf_counter())
 
 
-def _get(result: dict, path: str) -> float:
+def _get(result: dict[str, Any], path: str) -> float:
+    value: Any = result
     for key in path.split("."):
-        if key not in result:
+        if not isinstance(value, dict) or key not in value:
             return float("nan")
-        result = result[key]
-    return float(result)  # type: ignore[arg-type]
+        value = value[key]
+    return float(value)
 
 
 def _table(results: dict[str, dict]) -> Table:

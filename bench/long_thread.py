@@ -90,7 +90,7 @@ class Bytes:
     def __call__(self, thread_id: str) -> int:
         """Total stored bytes of the thread."""
         if self.url:
-            return self._postgres(thread_id)
+            return self._postgres(self.url, thread_id)
         return self._sqlite(thread_id)
 
     def _sqlite(self, thread_id: str) -> int:
@@ -112,10 +112,10 @@ class Bytes:
                 total += int(row[0] or 0)
         return total
 
-    def _postgres(self, thread_id: str) -> int:
+    def _postgres(self, url: str, thread_id: str) -> int:
         import psycopg
 
-        with psycopg.connect(self.url) as conn:  # type: ignore[arg-type]
+        with psycopg.connect(url) as conn:
             tables = conn.execute(
                 "SELECT c.table_name, c.column_name FROM information_schema.columns c"
                 " JOIN information_schema.tables t ON t.table_schema = c.table_schema"

@@ -130,7 +130,7 @@ class _Freshness:
     """Try a connection before lending it, when it may be dead.
 
     A database restart, a proxy or a firewall can drop idle connections; a round-trip check
-    on every loan took about a sixth of a turn's CPU. So a connection is tried only when it
+    on every loan would cost a turn dearly. So a connection is tried only when it
     sat idle for a while or its socket has something to read (a server that ends a session
     says so, or closes the socket); one returned moments ago and quiet is lent as it is.
     """

@@ -568,7 +568,7 @@ class SqliteStore(SqlStore):
     # The connection is in autocommit mode (``isolation_level=None``): a statement outside an
     # explicit transaction is committed when it runs. Each aiosqlite call is a round trip to
     # its thread, so a commit is sent only inside a transaction, and a cursor is not closed
-    # by a call of its own once fetched (an FAQ turn made 28 such trips, now 16).
+    # by a call of its own once fetched.
 
     async def _commit_if_open(self) -> None:
         if self.conn.in_transaction:
@@ -730,7 +730,9 @@ class PostgresStore(SqlStore):
                     (session_id, kind, audience, json.dumps(data), now),
                 )
                 row = await cur.fetchone()
-                event_id = int(row["id"])  # type: ignore[index]
+                if row is None:
+                    raise RuntimeError("INSERT ... RETURNING id returned no row")
+                event_id = int(row["id"])
                 for item in outbox or ():
                     await conn.execute(*self._outbox_insert(session_id, item, now))
                 await conn.execute(
@@ -762,7 +764,9 @@ class PostgresStore(SqlStore):
                     + (EVENTS_CHANNEL, session_id),
                 )
                 row = await cur.fetchone()
-            return int(row["id"])  # type: ignore[index]
+            if row is None:
+                raise RuntimeError("INSERT ... RETURNING id returned no row")
+            return int(row["id"])
 
         async with unavailable_as_domain_error():
             return await retry_once(attempt, repeatable=False, what="event")

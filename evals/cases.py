@@ -395,9 +395,10 @@ class LoadedCase:
         """The case's domain pack (loaded once per folder)."""
         return _pack(self.pack_path)
 
-    def known_issue(self, mode: str) -> str | None:
+    def known_issue(self, mode: Mode) -> str | None:
         """The known product bug this case shows in a mode (``replay`` uses ``live``'s)."""
-        return self.case.known_issues.get("live" if mode == "replay" else mode)  # type: ignore[call-overload]
+        key: ExpectMode = "live" if mode == "replay" else mode
+        return self.case.known_issues.get(key)
 
     def runs_in(self, mode: str) -> bool:
         """Whether the case runs in this mode."""

@@ -25,7 +25,7 @@ from typer.core import TyperGroup
 from supportgraph.settings import PROJECT_ROOT
 
 if TYPE_CHECKING:
-    from evals.cases import LoadedCase
+    from evals.cases import LoadedCase, Mode
     from evals.runner import CaseRun, RunOptions, RunResult
 
 DEFAULT_COMMAND = "run"
@@ -38,6 +38,14 @@ class ModeName(StrEnum):
     stub = "stub"
     live = "live"
     replay = "replay"
+
+
+RUN_MODES: dict[ModeName, Mode] = {
+    ModeName.offline: "offline",
+    ModeName.stub: "stub",
+    ModeName.live: "live",
+    ModeName.replay: "replay",
+}
 
 
 class _DefaultToRun(TyperGroup):
@@ -131,7 +139,7 @@ def run_command(
     from evals.report import load_json
     from evals.runner import EvalSetupError, RunOptions
 
-    run_mode = "replay" if replay is not None else mode.value
+    run_mode: Mode = "replay" if replay is not None else RUN_MODES[mode]
     if not verbose:
         # Injected provider faults make the service log fallbacks; the report counts them.
         logging.getLogger("supportgraph").setLevel(logging.ERROR)
@@ -154,7 +162,7 @@ def run_command(
             err.print(f"[red]--compare: {exc}[/red]")
             raise typer.Exit(2) from None
     options = RunOptions(
-        mode=run_mode,  # type: ignore[arg-type]
+        mode=run_mode,
         url=url,
         workers=workers,
         repeat=repeat,

@@ -90,7 +90,7 @@ class CaseRun:
     """One run of one case."""
 
     case: LoadedCase
-    mode: str
+    mode: Mode
     repeat: int
     turns: list[TurnRun] = field(default_factory=list)
     error: str | None = None

@@ -120,9 +120,11 @@ class JsonFormatter(logging.Formatter):
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in payload and not key.startswith("_sg_"):
                 payload[key] = value
-        if record.exc_info or record.exc_text:
+        if record.exc_text:
             # The filter left the masked text here; never format the live exception again.
-            payload["exc"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+            payload["exc"] = record.exc_text
+        elif record.exc_info:
+            payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload, default=str, ensure_ascii=False)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,39 @@ def test_invalid_pack_fails_app_start_up(tmp_path: Path) -> None:
     _edit(root, lambda d: d["intents"][0].__setitem__("action", "teleport"))
     with pytest.raises(PackError, match="teleport"):
         create_app(make_settings(pack_path=root, sqlite_path=tmp_path / "x.sqlite"))
+
+
+class Heard(logging.Handler):
+    """Keeps the messages of the records it gets."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Keep the record's message."""
+        self.messages.append(record.getMessage())
+
+
+def test_retired_message_keys_still_load_with_a_warning(tmp_path: Path) -> None:
+    """Messages earlier releases had and nothing says any more do not break a pack."""
+    root = _copy(tmp_path)
+    _edit(root, lambda d: d["messages"].update(topic_changed="Sure.", not_found_retry="Again."))
+    listener = Heard()
+    log = logging.getLogger("supportgraph.pack")
+    log.addHandler(listener)
+    try:
+        pack = load_pack(root)
+    finally:
+        log.removeHandler(listener)
+    assert pack.spec.messages["topic_changed"] == "Sure."
+    assert sorted(listener.messages) == [
+        "pack.yaml: messages.not_found_retry is no longer used; remove it",
+        "pack.yaml: messages.topic_changed is no longer used; remove it",
+    ]
+
+
+def test_an_unknown_message_key_is_a_problem(tmp_path: Path) -> None:
+    root = _copy(tmp_path)
+    _edit(root, lambda d: d["messages"].update(escalted="typo"))
+    assert "pack.yaml: messages.escalted: unknown message key" in _problems(root)

@@ -76,7 +76,7 @@ class Guard:
 
     def __post_init__(self) -> None:
         # Looked up by first word: a reply is checked against the few values that can start
-        # in it, not all of a pack's record values and prompt runs (about 2 ms a reply).
+        # in it, not all of a pack's record values and prompt runs.
         object.__setattr__(self, "_shingles_by_word", _by_first_word(self.shingles))
         object.__setattr__(self, "_private_by_word", _by_first_word(self.private))
         object.__setattr__(self, "_scan", lru_cache(maxsize=SCAN_CACHE)(self._scan_text))

@@ -79,7 +79,7 @@ def structured_runnable(
     """``model.with_structured_output(schema)``, built once and reused.
 
     Building it turns the schema into an OpenAI tool definition (JSON schema generation,
-    signature inspection): a third of a model call's client-side CPU when done per call.
+    signature inspection), too much client-side CPU to spend on every call.
     """
     key = (id(model), schema, method)
     hit = _runnables.get(key)

@@ -391,7 +391,7 @@ def _phone_valid(candidate: str, regions: Iterable[str]) -> bool:
 
 
 def _phones(text: str, regions: Iterable[str]) -> list[Finding]:
-    # Cheap candidates first (libphonenumber takes ~70 us a parse): 7 to 15 digits with phone
+    # Cheap candidates first (a libphonenumber parse is costly): 7 to 15 digits with phone
     # punctuation, not a date; each is then checked against the regions' numbering plans, so
     # order numbers, prices, tracking numbers and dates stay readable.
     found: list[Finding] = []

@@ -96,6 +96,8 @@ class WebhookConfig:
         wait = wait_exponential_jitter(
             multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial / 4
         )
+        # tenacity's wait strategies read only the attempt number; a schedule computed outside
+        # a retry loop has no Retrying object to give the state.
         state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
         state.attempt_number = max(attempts, 1)
         return float(wait(state))

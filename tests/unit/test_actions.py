@@ -20,6 +20,7 @@ from supportgraph.domain.actions import (
     render,
 )
 from supportgraph.domain.pack import Pack, PackFile
+from supportgraph.domain.ports import Failed, RecordResult
 from tests.utils.orders import order
 
 SHIPPED = order("shipped")
@@ -238,3 +239,44 @@ def test_references_to_undeclared_slots_and_wrong_lookups() -> None:
             "pack.yaml: actions.ask.params.fields: slot 'reason' is referenced but not declared",
         ]
     )
+
+
+class Recorder:
+    """An audit sink that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+
+    async def audit_action(self, **entry: Any) -> None:
+        """Keep the entry."""
+        self.entries.append(entry)
+
+
+class DownSource:
+    """A company system that cannot answer."""
+
+    async def lookup(self, key: Mapping[str, str]) -> RecordResult:
+        """Always a failure."""
+        return Failed("HTTP 503 from the order system")
+
+
+async def test_a_record_source_that_fails_is_our_failure_not_a_wrong_email(
+    store_pack: Pack,
+) -> None:
+    """A lookup whose source cannot answer says something went wrong on our side (and is
+    audited as a failure), never "not found", which would blame the customer's details."""
+    recorder = Recorder()
+    slots = {"order_number": SHIPPED["order_id"], "email": SHIPPED["email"]}
+    call = ActionCall(
+        pack=store_pack,
+        slots=slots,
+        session_id="s",
+        idempotency_key="k",
+        requests=None,
+        action="lookup_order",
+        audit=recorder,
+        records=lambda name: DownSource(),
+    )
+    result = await LookupRecord().prepare(lookup_params(store_pack), call)
+    assert (result.status, result.reply) == ("failed", store_pack.message("action_failed"))
+    assert [(e["outcome"], e["reason"]) for e in recorder.entries] == [("failed", "error")]
