@@ -20,9 +20,10 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from graphs.state import EscalationReason, NodeName, Status
+from graphs.state import NodeName
 from supportgraph.domain.loader import load_pack
 from supportgraph.domain.pack import BUILTIN_INTENTS, Pack, PackError
+from supportgraph.domain.types import EscalationReason, Status
 from supportgraph.settings import PROJECT_ROOT
 
 Mode = Literal["offline", "stub", "live", "replay"]

@@ -55,7 +55,11 @@ async def test_two_workers_on_postgres_keep_every_concurrent_message(tmp_path: P
         fresh_schema() as url,
         # 21 quick messages to one session is a load: the documented profile lifts the limits.
         serving(
-            tmp_path, free_port(), "--workers", "2", SUPPORTGRAPH_DATABASE_URL=url, **load_profile()
+            tmp_path,
+            free_port(),
+            "--workers",
+            "2",
+            env=cli_env(tmp_path, SUPPORTGRAPH_DATABASE_URL=url, **load_profile()),
         ) as base,
     ):
         async with httpx.AsyncClient(base_url=base, timeout=60) as client:

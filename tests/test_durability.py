@@ -11,7 +11,7 @@ import pytest
 
 from tests.utils.db import fresh_schema
 from tests.utils.orders import order
-from tests.utils.servers import free_port
+from tests.utils.servers import clean_env, free_port
 from tests.utils.servers import serve_process as serving
 
 PLACED = order("placed")
@@ -36,10 +36,10 @@ def test_acknowledged_turns_survive_kill_9(tmp_path: Path, backend: str) -> None
     with ExitStack() as stack:
         env = stack.enter_context(database(backend))
         env["SUPPORTGRAPH_LOG_LEVEL"] = "WARNING"
-        with serving(tmp_path, port, **env) as url:
+        with serving(tmp_path, port, env=clean_env(tmp_path, **env)) as url:
             session_id = token = None
             for text in texts:
-                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                headers: dict[str, str] = {"Authorization": f"Bearer {token}"} if token else {}
                 response = httpx.post(
                     f"{url}/api/support/chat",
                     json={"message": text, "session_id": session_id},
@@ -51,7 +51,7 @@ def test_acknowledged_turns_survive_kill_9(tmp_path: Path, backend: str) -> None
                 token = response.json()["session_token"]
             last_reply = response.json()["reply"]
         # serving() ended with SIGKILL to the server's process group, right after the last 200.
-        with serving(tmp_path, port, **env) as url:
+        with serving(tmp_path, port, env=clean_env(tmp_path, **env)) as url:
             headers = {"Authorization": f"Bearer {token}"}
             session = httpx.get(f"{url}/api/support/sessions/{session_id}", headers=headers)
             assert session.status_code == 200, session.text

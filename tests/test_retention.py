@@ -71,8 +71,7 @@ def sql(backend: dict[str, Any], statement: str, params: tuple[Any, ...] = ()) -
             cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else []
     with sqlite3.connect(backend["sqlite_path"]) as conn:
-        cur = conn.execute(statement.replace("%s", "?"), params)
-        return cur.fetchall()
+        return conn.execute(statement.replace("%s", "?"), params).fetchall()
 
 
 def checkpoints_of(backend: dict[str, Any], thread_id: str) -> int:
@@ -97,6 +96,7 @@ async def test_delete_leaves_no_row_of_the_session(
         await gone.say("I want to talk to a person")
         await kept.say("how much is shipping?")
         await kept.say(f"where is my order {PLACED['order_id']}")
+        assert gone.session_id is not None
         assert rows_mentioning(backend, gone.session_id)  # transcript, checkpoints, requests...
         headers = {"Authorization": f"Bearer {gone.token}"}
         response = await client.delete(f"/api/support/sessions/{gone.session_id}", headers=headers)
@@ -190,6 +190,7 @@ async def test_checkpoints_are_trimmed_to_the_latest_k_and_the_thread_goes_on(
         for text in ("hi", "how much is shipping?", "do you ship abroad?"):
             await customer.say(text)
         await customer.say(f"where is my order {PLACED['order_id']}")
+        assert customer.session_id is not None
         assert checkpoints_of(backend, customer.session_id) == 2, "trimmed after turn 4"
         done = await customer.say(PLACED["email"])
         session = await customer.transcript()
@@ -211,6 +212,7 @@ async def test_prune_deletes_idle_sessions_and_keeps_the_state_of_live_ones(
         for text in ("hi", "how much is shipping?", "do you ship abroad?"):
             await live.say(text)
         await live.say(f"where is my order {PLACED['order_id']}")
+        assert idle.session_id is not None and live.session_id is not None
         service = app_of(client).state.service
         state_before = await service.graph.values(live.session_id)
         transcript_before = await live.transcript()

@@ -24,7 +24,7 @@ from tests.conftest import stub_llm_settings
 from tests.utils.chat import Customer, hold_turns
 from tests.utils.db import fresh_schema
 from tests.utils.openai import COMPLETIONS, requested_tool, tool_call_response
-from tests.utils.servers import free_port
+from tests.utils.servers import clean_env, free_port
 from tests.utils.servers import serve_process as serving
 
 POSTS = 50
@@ -38,12 +38,17 @@ def server(backend: str, tmp_path: Path, *, workers: int, policy: str) -> Iterat
     env |= load_profile()
     args = ("--workers", str(workers))
     if backend == "sqlite":
-        with serving(tmp_path, free_port(), *args, **env) as url:
+        with serving(tmp_path, free_port(), *args, env=clean_env(tmp_path, **env)) as url:
             yield url
         return
     with (
         fresh_schema() as db,
-        serving(tmp_path, free_port(), *args, SUPPORTGRAPH_DATABASE_URL=db, **env) as url,
+        serving(
+            tmp_path,
+            free_port(),
+            *args,
+            env=clean_env(tmp_path, SUPPORTGRAPH_DATABASE_URL=db, **env),
+        ) as url,
     ):
         yield url
 

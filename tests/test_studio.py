@@ -17,14 +17,16 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx
 import pytest
 from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph_sdk import get_client
 
+from graphs.state import TurnInput
 from graphs.support import build_graph
 from supportgraph import wiring
 from supportgraph.settings import PROJECT_ROOT, Settings
@@ -41,6 +43,20 @@ FAQ_QUESTION = "What is your return policy?"
 ORDER_QUESTION = "where is my order 1042"
 COMPARED = ("reply", "intent", "status", "citations", "route", "slots")
 """Output fields a Studio user must see exactly as an API user does."""
+
+
+class StudioMessage(TypedDict):
+    """A message as Studio sends it in a run's input."""
+
+    role: str
+    content: str
+
+
+class StudioInput(TypedDict):
+    """A run's input as Studio sends it: the JSON form of :class:`graphs.state.TurnInput`."""
+
+    messages: list[StudioMessage]
+    session_id: str
 
 
 @dataclass
@@ -162,17 +178,14 @@ def studio(dev_server: DevServer) -> Iterator[DevServer]:
 
 async def _in_process_turns(messages: list[str], *, session_id: str) -> list[dict[str, Any]]:
     """Run ``messages`` through the graph as the API does: own checkpointer, explicit context."""
-    settings = Settings(_env_file=None, pack_path=STORE_PACK)  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, pack_path=STORE_PACK)
     context = wiring.support_context(settings)
     graph = build_graph().compile(checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": session_id}}
+    config: RunnableConfig = {"configurable": {"thread_id": session_id}}
     outputs = []
     for text in messages:
-        out = await graph.ainvoke(
-            {"messages": [HumanMessage(content=text)], "session_id": session_id},
-            config=config,
-            context=context,
-        )
+        turn: TurnInput = {"messages": [HumanMessage(content=text)], "session_id": session_id}
+        out = await graph.ainvoke(turn, config=config, context=context)
         outputs.append(dict(out))
     return outputs
 
@@ -192,11 +205,15 @@ async def test_studio_loads_the_graph_and_takes_any_context(studio: DevServer) -
     assert isinstance(schemas["context_schema"], dict)
 
     # Studio sends whatever JSON the user typed as the context; the graph ignores it.
+    turn: StudioInput = {
+        "messages": [{"role": "user", "content": FAQ_QUESTION}],
+        "session_id": "s",
+    }
     out = await asyncio.wait_for(
         client.runs.wait(
             None,
             GRAPH_ID,
-            input={"messages": [{"role": "user", "content": FAQ_QUESTION}], "session_id": "s"},
+            input=turn,
             context={"user_id": "someone", "model": "whatever"},
         ),
         timeout=RUN_TIMEOUT,
@@ -212,12 +229,12 @@ async def test_studio_conversation_matches_the_api(studio: DevServer) -> None:
 
     outputs = []
     for text in (FAQ_QUESTION, ORDER_QUESTION):
+        turn: StudioInput = {
+            "messages": [{"role": "user", "content": text}],
+            "session_id": thread_id,
+        }
         out = await asyncio.wait_for(
-            client.runs.wait(
-                thread_id,
-                GRAPH_ID,
-                input={"messages": [{"role": "user", "content": text}], "session_id": thread_id},
-            ),
+            client.runs.wait(thread_id, GRAPH_ID, input=turn),
             timeout=RUN_TIMEOUT,
         )
         assert isinstance(out, dict) and "__error__" not in out, f"run failed: {out}"
@@ -239,6 +256,7 @@ async def test_studio_conversation_matches_the_api(studio: DevServer) -> None:
 
     state = await client.threads.get_state(thread_id)
     values = state["values"]
+    assert isinstance(values, dict), values
     assert values["session_id"] == thread_id
     assert values["intent"] == "order_status"
     assert values["status"] == "awaiting_info"

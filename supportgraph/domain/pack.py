@@ -196,7 +196,7 @@ class Action(_Model):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
-class Escalation(_Model):
+class EscalationRules(_Model):
     """When the bot hands over to a person."""
 
     low_confidence: float = Field(default=0.3, ge=0.0, le=1.0)
@@ -238,7 +238,7 @@ class PackFile(_Model):
     intents: list[Intent] = Field(min_length=1)
     slots: dict[str, Slot] = Field(default_factory=dict)
     actions: dict[str, Action] = Field(default_factory=dict)
-    escalation: Escalation = Field(default_factory=Escalation)
+    escalation: EscalationRules = Field(default_factory=EscalationRules)
     faq: FaqSettings = Field(default_factory=FaqSettings)
     confirmation: Confirmation = Field(default_factory=Confirmation)
     human_examples: list[str] = Field(default_factory=lambda: list(DEFAULT_HUMAN_EXAMPLES))

@@ -192,4 +192,4 @@ async def _requests(client: Any) -> list[dict[str, Any]]:
 async def test_store_pack_is_the_default() -> None:
     from supportgraph.settings import Settings
 
-    assert Settings(_env_file=None).pack_path == STORE_PACK  # type: ignore[call-arg]
+    assert Settings(_env_file=None).pack_path == STORE_PACK

@@ -70,11 +70,13 @@ async def test_baseline_apps_answer_turns_and_keep_state(
 
 def test_stock_state_keeps_the_whole_transcript() -> None:
     from langchain_core.messages import HumanMessage
+    from langgraph.channels.binop import BinaryOperatorAggregate
 
     graph = apps.stock_builder().compile()
     reducer = graph.builder.channels["messages"]
+    assert isinstance(reducer, BinaryOperatorAggregate)
     messages = [HumanMessage(content=str(i), id=str(i)) for i in range(30)]
-    assert len(reducer.operator([], messages)) == 30  # type: ignore[attr-defined]
+    assert len(reducer.operator([], messages)) == 30
 
 
 def test_generated_faq_is_searchable_and_the_naive_baseline_agrees() -> None:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from evals.cases import LoadedCase
+from evals.cases import LoadedCase, Mode
 from evals.fake_openai import FakeOpenAI
 from evals.runner import CaseRun, Runner, RunOptions
 from evals.targets import InProcess
@@ -19,9 +20,9 @@ STUB_TIMEOUT = 2.0
 WORKERS = 4
 
 
-def eval_settings(**overrides: object) -> Settings:
+def eval_settings(**overrides: Any) -> Settings:
     """Settings for the harness: no .env, the store pack, offline unless a run says so."""
-    return Settings(_env_file=None, log_json=True, **overrides)  # type: ignore[call-arg]
+    return Settings(_env_file=None, log_json=True, **overrides)
 
 
 class EvalSession:
@@ -36,15 +37,15 @@ class EvalSession:
         loop: asyncio.Runner,
         provider: FakeOpenAI,
         workdir: Path,
-        selected: dict[str, list[LoadedCase]],
+        selected: dict[Mode, list[LoadedCase]],
     ) -> None:
         self.loop = loop
         self.provider = provider
         self.target = InProcess(eval_settings(), workdir)
         self.selected = selected
-        self._results: dict[str, dict[str, CaseRun]] = {}
+        self._results: dict[Mode, dict[str, CaseRun]] = {}
 
-    def result(self, case: LoadedCase, mode: str) -> CaseRun:
+    def result(self, case: LoadedCase, mode: Mode) -> CaseRun:
         """The run of ``case`` in ``mode`` (the mode's selected cases run together once)."""
         if mode not in self._results:
             cases = self.selected.get(mode) or [case]
@@ -53,8 +54,8 @@ class EvalSession:
             self._results[mode].update(self.loop.run(self._run([case], mode)))
         return self._results[mode][case.id]
 
-    async def _run(self, cases: list[LoadedCase], mode: str) -> dict[str, CaseRun]:
-        options = RunOptions(mode=mode, workers=WORKERS, stub_timeout=STUB_TIMEOUT)  # type: ignore[arg-type]
+    async def _run(self, cases: list[LoadedCase], mode: Mode) -> dict[str, CaseRun]:
+        options = RunOptions(mode=mode, workers=WORKERS, stub_timeout=STUB_TIMEOUT)
         async with Runner(
             options, settings=eval_settings(), provider=self.provider, target=self.target
         ) as runner:
@@ -67,11 +68,11 @@ def eval_session(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[EvalSession]:
     """The shared harness; knows which (case, mode) pairs this pytest run selected."""
-    selected: dict[str, list[LoadedCase]] = {}
+    selected: dict[Mode, list[LoadedCase]] = {}
     for item in request.session.items:
         params = getattr(getattr(item, "callspec", None), "params", {})
         case, mode = params.get("case"), params.get("mode")
-        if isinstance(case, LoadedCase) and isinstance(mode, str):
+        if isinstance(case, LoadedCase) and mode in ("offline", "stub"):
             selected.setdefault(mode, []).append(case)
     with asyncio.Runner() as loop:
         with FakeOpenAI(hang_seconds=STUB_TIMEOUT + 1.0) as provider:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from evals.cases import LoadedCase, load_suites
+from evals.cases import LoadedCase, Mode, load_suites
 from evals.report import failure_text, first_failure_line
 
 CASES = load_suites()
-MODES = ("offline", "stub")
+MODES: tuple[Mode, ...] = ("offline", "stub")
 
 
 def test_the_store_suites_are_big_enough() -> None:
@@ -41,7 +41,7 @@ def test_the_store_suites_are_big_enough() -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_suite_case(case: LoadedCase, mode: str, eval_session: Any) -> None:
+def test_suite_case(case: LoadedCase, mode: Mode, eval_session: Any) -> None:
     if not case.runs_in(mode):
         pytest.skip(f"{case.id} does not run in {mode} mode")
     run = eval_session.result(case, mode)

@@ -89,11 +89,11 @@ def server_pids(port: int) -> tuple[int, list[int]]:
             continue
         try:
             stat = (entry / "stat").read_text()
-            argv = (entry / "cmdline").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == master and b"spawn_main" in argv:
+        if parent == master and b"spawn_main" in cmdline:
             workers.append(int(entry.name))
     return master, sorted(workers)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import requests
+from requests.structures import CaseInsensitiveDict
 from schemathesis import Case
 from schemathesis.core.transport import Response
 
@@ -72,7 +73,9 @@ class FirstEventSession(requests.Session):
     and status line, headers and that event are what the schema documents.
     """
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+    def request(
+        self, method: str, url: str | bytes, *args: Any, **kwargs: Any
+    ) -> requests.Response:
         """Send the request; read a ``text/event-stream`` body only to its first event."""
         kwargs["stream"] = True
         response = super().request(method, url, *args, **kwargs)
@@ -267,10 +270,9 @@ class FuzzTarget:
             # header the schema requires and the checks judge what was sent.
             for parameter in case.operation.security.iter_parameters():
                 credentials.setdefault(parameter["name"], None)
-            case.headers = {
-                **(case.headers or {}),
-                **{name: value or "" for name, value in credentials.items()},
-            }
+            headers = CaseInsensitiveDict(case.headers)
+            headers.update({name: value or "" for name, value in credentials.items()})
+            case.headers = headers
         return credentials
 
     def _credentials(
@@ -334,7 +336,7 @@ class FuzzTarget:
     ) -> dict[str, str | None]:
         """The server key, with the customer id it acts for unless the case has its own."""
         headers: dict[str, str | None] = {"X-API-Key": SERVER_KEY}
-        generated = (case.headers or {}).get("X-Customer-ID")
+        generated = case.headers.get("X-Customer-ID") if case.headers else None
         if customer_id is not None and "x-customer-id" not in broken:
             headers["X-Customer-ID"] = customer_id
         elif not (isinstance(generated, str) and _CUSTOMER_ID.match(generated)) and (

@@ -24,6 +24,7 @@ import pytest
 import schemathesis
 from schemathesis import Case, GenerationMode
 from schemathesis.config import HealthCheck
+from schemathesis.core.result import Ok
 from schemathesis.generation.hypothesis.builder import (
     HypothesisTestConfig,
     HypothesisTestMode,
@@ -110,6 +111,7 @@ def test_every_operation_was_fuzzed(fuzz_schema: schemathesis.BaseSchema) -> Non
     """Each operation got its generated requests, valid and invalid, and no 5xx answer."""
     summary = TALLY.summary()["operations"]
     for result in fuzz_schema.get_all_operations():
+        assert isinstance(result, Ok), result.err()
         label = result.ok().label
         counts = summary.get(label, {})
         least = 5 if label in SMALL_OPERATIONS else MAX_EXAMPLES

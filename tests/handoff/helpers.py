@@ -6,7 +6,7 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -66,8 +66,9 @@ class SseEvent:
 
 async def sse_events(
     response: httpx.Response, *, comments: list[str] | None = None
-) -> AsyncIterator[SseEvent]:
+) -> AsyncGenerator[SseEvent, None]:
     """The events of a streaming SSE response (comment lines go to ``comments``)."""
+    data: list[str]
     event, data, event_id = "message", [], None
     async for line in response.aiter_lines():
         if line == "":

@@ -50,6 +50,7 @@ async def probe_customer_routes(
     client: httpx.AsyncClient, victim: Customer, headers: dict[str, str]
 ) -> list[str]:
     """Call every customer route aimed at ``victim``'s session; return the cross-session reads."""
+    assert victim.session_id is not None
     leaks = []
     for method, path, has_body in routes(client, "/api/support"):
         url = path.replace("{session_id}", victim.session_id or "")
@@ -140,7 +141,8 @@ async def test_agent_endpoints_need_an_agent_token(
             "another audience": signed({"sub": "alice", "role": "admin", "aud": "other-app"}),
             "another issuer": signed({"sub": "alice", "role": "admin", "iss": "elsewhere"}),
             "no issuer": signed({"sub": "alice", "role": "admin", "iss": None}),
-            "alg none": jwt.encode({"sub": "alice", "role": "admin"}, None, algorithm="none"),
+            # PyJWT reads the key "" as no key, the only one alg "none" signs with.
+            "alg none": jwt.encode({"sub": "alice", "role": "admin"}, "", algorithm="none"),
             "garbage": "not.a.jwt",
         }
         forbidden = {

@@ -28,6 +28,7 @@ async def test_tokens_slide_and_rotation_revokes_older_ones(
         await customer.say("how much is shipping?")
         second = customer.token
         assert first != second, "every response issues a fresh token"
+        assert second is not None
         claims = jwt.decode(second, TEST_SECRET, algorithms=["HS256"])
         assert claims["exp"] - claims["iat"] == 30 * 86400
 

@@ -19,7 +19,7 @@ from tests.handoff.helpers import (
 )
 from tests.utils.chat import Customer
 from tests.utils.db import fresh_schema
-from tests.utils.servers import free_port, serve_process
+from tests.utils.servers import clean_env, free_port, serve_process
 
 HUMAN = "I'd like to talk to a real person please"
 
@@ -72,6 +72,7 @@ async def test_customer_and_agent_streams(sqlite_backend: dict[str, Any]) -> Non
                         "created_at": live_events[0].data["created_at"],
                     }, "customers are not told which agent"
                     last_id = live_events[-1].id
+                    assert last_id is not None
                 heartbeat = await asyncio.wait_for(
                     first_comment(customer_stream(client, customer)), 5
                 )
@@ -116,8 +117,8 @@ async def test_events_cross_worker_processes_on_postgres(tmp_path: Path) -> None
     with fresh_schema() as url:
         env = {"SUPPORTGRAPH_DATABASE_URL": url, **slow}
         with (
-            serve_process(tmp_path, free_port(), **env) as first,
-            serve_process(tmp_path, free_port(), **env) as second,
+            serve_process(tmp_path, free_port(), env=clean_env(tmp_path, **env)) as first,
+            serve_process(tmp_path, free_port(), env=clean_env(tmp_path, **env)) as second,
         ):
             token = agent_token({"secret_key": _secret()})
             async with (

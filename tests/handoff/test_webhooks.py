@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from supportgraph.domain.webhooks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, verify
 from tests.handoff.helpers import agent_token, live_server
 from tests.utils.db import fresh_schema
-from tests.utils.servers import free_port, serve_process
+from tests.utils.servers import clean_env, free_port, serve_process
 
 SECRET = "webhook-secret-shared-with-the-receiver"
 HUMAN = "I'd like to talk to a real person please"
@@ -184,14 +184,14 @@ def test_delivery_survives_a_restart_on_postgres(tmp_path: Path) -> None:
             "SUPPORTGRAPH_WEBHOOK_POLL_SECONDS": "0.2",
             "SUPPORTGRAPH_WEBHOOK_TIMEOUT": "2",
         }
-        with serve_process(tmp_path, free_port(), **env) as base:
+        with serve_process(tmp_path, free_port(), env=clean_env(tmp_path, **env)) as base:
             reply = httpx.post(f"{base}/api/support/chat", json={"message": HUMAN}, timeout=30)
             assert reply.json()["status"] == "escalated"
             row = _wait_for_pg_row(url, lambda r: r["attempts"] == 1 and r["locked_until"] is None)
             assert row["status"] == "pending" and row["last_error"] == "HTTP 500"
         # Killed (SIGKILL) with the retry still pending; a new process takes over.
         assert len(hooks.requests) == 1
-        with serve_process(tmp_path, free_port(), **env):
+        with serve_process(tmp_path, free_port(), env=clean_env(tmp_path, **env)):
             row = _wait_for_pg_row(url, lambda r: r["status"] == "delivered", timeout=30)
     assert row["attempts"] == 3
     assert [r.answered for r in hooks.requests] == [500, 500, 200]

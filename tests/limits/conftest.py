@@ -84,5 +84,5 @@ def redis_storage(prefix: str) -> Any:
     """The ``limits`` Redis storage the app uses under ``prefix``."""
     from api.ratelimit import RateLimits
 
-    overrides = {"rate_limit_storage": REDIS_URL, "rate_limit_key_prefix": prefix}
-    return RateLimits(Settings(_env_file=None, **overrides)).storage  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, rate_limit_storage=REDIS_URL, rate_limit_key_prefix=prefix)
+    return RateLimits(settings).storage

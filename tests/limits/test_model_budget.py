@@ -122,13 +122,15 @@ async def test_a_budget_of_zero_calls_never_reaches_the_model(
 
 def test_the_budget_is_carried_by_the_models_the_settings_build() -> None:
     from supportgraph import wiring
+    from supportgraph.domain.llm import BudgetedChatOpenAI
 
-    settings = Settings(  # type: ignore[call-arg]
+    settings = Settings(
         _env_file=None,
         **stub_llm_settings(llm_max_calls_per_turn=3, llm_max_tokens_per_turn=900),
     )
     models = wiring.models(settings)
     assert models is not None
     for model in (models.classify, models.extract, models.answer):
-        assert (model.max_calls_per_turn, model.max_tokens_per_turn) == (3, 900)  # type: ignore[attr-defined]
+        assert isinstance(model, BudgetedChatOpenAI)
+        assert (model.max_calls_per_turn, model.max_tokens_per_turn) == (3, 900)
         assert model.max_tokens == settings.llm_max_tokens

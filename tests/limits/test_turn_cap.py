@@ -43,7 +43,8 @@ async def test_the_production_default_cap_is_at_least_1000_and_enforced(
     async with app_factory(**backend) as client:
         customer = Customer(client)
         await customer.say("hi")
-        set_turns(backend, customer.session_id, cap - 1)  # type: ignore[arg-type]
+        assert customer.session_id is not None
+        set_turns(backend, customer.session_id, cap - 1)
         last = await customer.say("how much is shipping?")
         refused = await customer.say("one more question", expect=409)
         transcript = await customer.transcript()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Literal, TypeAlias, TypedDict
 
 import numpy as np
 import pytest
@@ -18,6 +19,9 @@ from supportgraph.domain.local.intents import (
     threshold_from_scores,
 )
 from tests.utils.ci import require
+
+#: What the tests pass as ``embedder``: ``None`` (lexical only) or ``"auto"`` (MiniLM).
+Backend: TypeAlias = Literal["auto"] | None
 
 PACK = {
     "order_status": [
@@ -142,19 +146,19 @@ def test_the_embedding_model_is_installed_and_verified() -> None:
 
 
 @pytest.fixture(scope="module", params=_backends())
-def backend(request: pytest.FixtureRequest) -> object:
+def backend(request: pytest.FixtureRequest) -> Backend:
     """``None`` for the lexical path, ``"auto"`` for the embedding path."""
     return request.param
 
 
 @pytest.fixture(scope="module")
-def classifier(backend: object) -> IntentClassifier:
+def classifier(backend: Backend) -> IntentClassifier:
     """The classifier fit on the synthetic pack."""
     return IntentClassifier(PACK, embedder=backend)
 
 
 @pytest.fixture(scope="module")
-def threshold(backend: object) -> float:
+def threshold(backend: Backend) -> float:
     """The pack's calibrated threshold, without negatives."""
     return calibrate_threshold(PACK, embedder=backend)
 
@@ -183,7 +187,7 @@ def test_out_of_scope_mostly_scores_below_threshold(
     assert np.median(scores) < threshold < np.median(held_out)
 
 
-def test_known_negatives_raise_the_threshold(backend: object) -> None:
+def test_known_negatives_raise_the_threshold(backend: Backend) -> None:
     negatives = ["what's the exchange rate for yen", "find me a cheap hotel in rome", *OUT_OF_SCOPE]
     plain = calibrate_threshold(PACK, generic_negatives=False, embedder=backend)
     generic = calibrate_threshold(PACK, embedder=backend)
@@ -237,7 +241,7 @@ def test_a_request_at_the_end_of_a_long_message_is_read(classifier: IntentClassi
     )
 
 
-def test_fit_and_calibration_are_deterministic(backend: object) -> None:
+def test_fit_and_calibration_are_deterministic(backend: Backend) -> None:
     first = IntentClassifier(PACK, embedder=backend)
     second = IntentClassifier(PACK, embedder=backend)
     texts = [t for t, _ in HELD_OUT] + OUT_OF_SCOPE
@@ -289,8 +293,16 @@ def _shared_data() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
+class ClincSample(TypedDict):
+    """A sample of CLINC150: training examples per intent, labelled tests, out-of-scope texts."""
+
+    train: dict[str, list[str]]
+    test: list[tuple[str, str]]
+    oos: list[str]
+
+
 @pytest.fixture(scope="module")
-def clinc_sample() -> dict[str, list]:
+def clinc_sample() -> ClincSample:
     """Fifteen CLINC150 intents: 15 examples each, a third of their test queries, 84 OOS."""
     path = _shared_data() / "clinc150" / "data_full.json"
     require(
@@ -310,7 +322,7 @@ def clinc_sample() -> dict[str, list]:
 CLINC_FLOORS = {"hybrid": (0.95, 0.88, 0.85), "lexical": (0.90, 0.80, 0.70)}
 
 
-def test_clinc150_sample_accuracy_and_out_of_scope(clinc_sample: dict[str, list]) -> None:
+def test_clinc150_sample_accuracy_and_out_of_scope(clinc_sample: ClincSample) -> None:
     classifier = IntentClassifier(clinc_sample["train"])
     threshold = calibrate_threshold(clinc_sample["train"])
     test = clinc_sample["test"]
@@ -338,6 +350,7 @@ def test_the_fast_scorer_gives_sklearns_own_margins(intents: int) -> None:
     model = clf._model
     scorer = LinearScorer(vectorizers, model)
     if clf.uses_embeddings:
+        assert clf._embedder is not None
         dense = EMBEDDING_WEIGHT * clf._embedder.embed(texts)
         expected = model.decision_function(hstack([lexical, csr_matrix(dense)], format="csr"))
         got = scorer.margins(texts, dense)
@@ -360,7 +373,7 @@ def test_the_fast_scorer_refuses_vectorizers_it_does_not_reproduce() -> None:
 
 
 @pytest.mark.parametrize("backend", _backends())
-def test_arank_reads_a_message_as_rank_does(backend: object) -> None:
+def test_arank_reads_a_message_as_rank_does(backend: Backend) -> None:
     """The event-loop variant embeds in a worker thread; the answer must not change."""
     import asyncio
 

@@ -16,12 +16,14 @@ from typing import Any
 import pytest
 import respx
 from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from checkpoints import open_persistence
 from checkpoints.store import SqlStore
+from graphs.state import TurnInput
 from graphs.support import (
     build_graph,
     route_after_classify,
@@ -35,6 +37,7 @@ from nodes.context import SupportContext
 from nodes.faq import handle_faq
 from nodes.resolve import resolve
 from supportgraph import wiring
+from supportgraph.domain.types import RequestRecord
 from tests.conftest import ISP_PACK, STORE_PACK, make_settings, stub_llm_settings
 from tests.utils.openai import COMPLETIONS, ScriptedModel
 
@@ -119,7 +122,7 @@ class Conversation:
         self.saver = InMemorySaver()
         self.graph = build_graph().compile(checkpointer=self.saver)
         self.session_id = "s-" + secrets.token_hex(6)
-        self.config: Any = {"configurable": {"thread_id": self.session_id}}
+        self.config: RunnableConfig = {"configurable": {"thread_id": self.session_id}}
         self.started = False
 
     async def say(self, text: str) -> dict[str, Any]:
@@ -130,14 +133,14 @@ class Conversation:
                 self.session_id, pack_name=pack.name, pack_version=pack.version
             )
             self.started = True
-        turn = {"messages": [HumanMessage(content=text)], "session_id": self.session_id}
+        turn: TurnInput = {"messages": [HumanMessage(content=text)], "session_id": self.session_id}
         return await self.graph.ainvoke(turn, config=self.config, context=self.ctx)
 
     async def state(self) -> dict[str, Any]:
         """The checkpointed state of the thread."""
         return dict((await self.graph.aget_state(self.config)).values)
 
-    async def requests(self) -> list[dict[str, Any]]:
+    async def requests(self) -> list[RequestRecord]:
         """Requests this thread's actions wrote."""
         return await self.store.list_requests(self.session_id)
 

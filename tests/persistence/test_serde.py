@@ -8,7 +8,7 @@ from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import empty_checkpoint
-from langgraph.checkpoint.serde.event_hooks import register_serde_event_listener
+from langgraph.checkpoint.serde.event_hooks import SerdeEvent, register_serde_event_listener
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from checkpoints import open_persistence
@@ -72,7 +72,7 @@ async def test_the_default_serializer_would_have_constructed_it(backend: dict[st
 async def test_a_whole_conversation_needs_nothing_outside_the_allow_list(
     app_factory: Any, backend: dict[str, Any]
 ) -> None:
-    events: list[dict[str, Any]] = []
+    events: list[SerdeEvent] = []
     unregister = register_serde_event_listener(events.append)
     shipped = order("shipped")
     try:

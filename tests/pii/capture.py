@@ -24,7 +24,8 @@ def app_log_lines() -> Iterator[io.StringIO]:
     handler = app_handler()
     assert handler is not None, "the app configured no log handler"
     buffer = io.StringIO()
-    previous = handler.setStream(buffer)
+    previous = handler.stream
+    handler.setStream(buffer)
     try:
         yield buffer
     finally:

@@ -43,8 +43,7 @@ def sql(backend: dict[str, Any], statement: str, params: tuple[Any, ...] = ()) -
             cur = conn.execute(statement, params)
             return cur.fetchall() if cur.description else []
     with sqlite3.connect(backend["sqlite_path"]) as conn:
-        cur = conn.execute(statement.replace("%s", "?"), params)
-        return cur.fetchall()
+        return conn.execute(statement.replace("%s", "?"), params).fetchall()
 
 
 def audit_rows(backend: dict[str, Any]) -> list[dict[str, Any]]:

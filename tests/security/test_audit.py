@@ -50,7 +50,9 @@ async def test_actions_are_audited_without_personal_data(
         customer, other = Customer(client), Customer(client)
         await _conversation(customer)
         await other.say(f"where is my order {DELIVERED['order_id']}? {DELIVERED['email']}")
-        sid, digest = customer.session_id, hashlib.sha256(customer.session_id.encode()).hexdigest()
+        sid = customer.session_id
+        assert sid is not None
+        digest = hashlib.sha256(sid.encode()).hexdigest()
         rows = audit_rows(backend)
         mine = [r for r in rows if r["subject_sha256"] == digest]
         assert [(r["action"], r["kind"], r["outcome"], r["reason"]) for r in mine] == [
@@ -79,6 +81,7 @@ async def test_deleting_a_session_keeps_its_audit_rows_under_the_pseudonym(
         customer = Customer(client)
         await _conversation(customer)
         sid = customer.session_id
+        assert sid is not None
         digest = hashlib.sha256(sid.encode()).hexdigest()
         before = [r for r in audit_rows(backend) if r["subject_sha256"] == digest]
         assert len(before) == 6

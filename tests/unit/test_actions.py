@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -49,7 +49,14 @@ def spec_with(actions: dict[str, Any]) -> PackFile:
     )
 
 
-LOOKUP = {
+class RawAction(TypedDict):
+    """An action as a pack file spells it, before validation (cf. ``pack.Action``)."""
+
+    uses: str
+    params: dict[str, Any]
+
+
+LOOKUP: RawAction = {
     "uses": "lookup_record",
     "params": {
         "data": "data/orders.csv",

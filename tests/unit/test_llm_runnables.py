@@ -18,9 +18,7 @@ class Other(BaseModel):
 
 
 def _models() -> llm.Models:
-    models = wiring.models(
-        Settings(_env_file=None, openai_api_key="sk-test", secret_key="x" * 40)  # type: ignore[call-arg]
-    )
+    models = wiring.models(Settings(_env_file=None, openai_api_key="sk-test", secret_key="x" * 40))
     assert models is not None
     return models
 

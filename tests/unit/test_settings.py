@@ -31,7 +31,7 @@ def test_non_postgres_database_url_is_rejected(url: str) -> None:
 def test_bad_database_url_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SUPPORTGRAPH_DATABASE_URL", "mysql://user@db/support")
     with pytest.raises(ValidationError, match="database_url"):
-        Settings(_env_file=None)  # type: ignore[call-arg]
+        Settings(_env_file=None)
 
 
 @pytest.mark.parametrize(

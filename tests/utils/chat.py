@@ -11,6 +11,7 @@ import pytest
 
 def app_of(client: httpx.AsyncClient) -> Any:
     """The FastAPI app behind an in-process client (to read its store directly)."""
+    # httpx keeps its transport private; an in-process client's is an ASGITransport.
     return client._transport.app  # type: ignore[attr-defined]
 
 

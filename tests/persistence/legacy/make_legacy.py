@@ -94,7 +94,7 @@ def _converse(url: str, agent_token: str) -> dict[str, str]:
     for name, messages in SCENARIOS.items():
         session_id, token = None, None
         for text in messages:
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            headers: dict[str, str] = {"Authorization": f"Bearer {token}"} if token else {}
             body = {"message": text, "session_id": session_id}
             answer = httpx.post(f"{url}/api/support/chat", json=body, headers=headers, timeout=60)
             answer.raise_for_status()
