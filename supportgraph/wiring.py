@@ -112,7 +112,7 @@ def support_service(
     persistence: Persistence,
     context: SupportContext,
     *,
-    events: EventHub | None = None,
+    events: EventHub,
 ) -> SupportService:
     """The conversation service on this database, with the graph compiled on its saver."""
     return SupportService(
@@ -121,7 +121,7 @@ def support_service(
         store=persistence.store,
         retention=persistence.retention,
         durability=settings.durability,
-        events=events or EventHub(persistence.store, webhooks=webhooks(settings)),
+        events=events,
         chunk_delay=settings.stream_chunk_delay,
         keep_checkpoints=settings.keep_checkpoints,
         busy_policy=settings.busy_policy,
