@@ -560,15 +560,15 @@ def write_json(path: Path | None, report: dict[str, Any]) -> None:
     console.print(f"[dim]wrote {path}[/dim]")
 
 
-def start_stub_model(stack: ExitStack, workdir: Path) -> dict[str, str]:
-    """Start the instant stub OpenAI endpoint for the rest of ``stack``; return the settings
-    that point the service at it."""
+def start_stub_model(stack: ExitStack, workdir: Path, *, delay: float = 0.0) -> dict[str, str]:
+    """Start the stub OpenAI endpoint for the rest of ``stack``; return the settings that point
+    the service at it. It answers at once, or after ``delay`` seconds per call."""
     port = free_port()
     stack.enter_context(
         running(
             "stub model",
             uvicorn_args("bench.stub_llm:app", port, factory=False),
-            base_env(),
+            base_env(STUB_LLM_DELAY=str(delay)),
             workdir,
             port=port,
         )

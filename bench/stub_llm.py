@@ -5,13 +5,18 @@ structured-output tool the request forces (``Classification``: an FAQ question;
 ``FaqAnswer``: a short answer; anything else: no values) and reports prompt tokens as
 characters / 4 of what it was sent, so ``usage.input_tokens`` measures the model context.
 
-    uvicorn bench.stub_llm:app --port 8999
+``STUB_LLM_DELAY`` (seconds, default 0) makes every call wait that long before it answers, as
+a slow model would; the wait is an asyncio sleep, so one process serves many calls at once.
+
+    STUB_LLM_DELAY=0.5 uvicorn bench.stub_llm:app --port 8999
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import os
 from typing import Any
 
 from starlette.applications import Starlette
@@ -87,8 +92,12 @@ def completion(body: dict[str, Any]) -> dict[str, Any]:
 
 
 async def chat_completions(request: Request) -> JSONResponse:
-    """``POST /v1/chat/completions``."""
-    return JSONResponse(completion(json.loads(await request.body())))
+    """``POST /v1/chat/completions``, after the app's delay."""
+    body = json.loads(await request.body())
+    delay: float = request.app.state.delay
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return JSONResponse(completion(body))
 
 
 async def health(_: Request) -> JSONResponse:
@@ -96,9 +105,18 @@ async def health(_: Request) -> JSONResponse:
     return JSONResponse({"status": "healthy"})
 
 
-app = Starlette(
-    routes=[
-        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
-        Route("/health", health),
-    ]
-)
+def create_app(delay: float = 0.0) -> Starlette:
+    """The stub endpoint; every completion waits ``delay`` seconds before it answers."""
+    if delay < 0:
+        raise ValueError(f"stub model delay must be >= 0 seconds, got {delay}")
+    out = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/health", health),
+        ]
+    )
+    out.state.delay = delay
+    return out
+
+
+app = create_app(float(os.environ.get("STUB_LLM_DELAY", "0")))

@@ -7,7 +7,7 @@ URL is set. The rest of the code sees only :class:`Persistence`.
 from __future__ import annotations
 
 import asyncio
-import select
+import selectors
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from checkpoints.retention import Retention, retention_for
 from checkpoints.savers import PostgresSaver, SqliteSaver
 from checkpoints.serde import strict_serializer
-from checkpoints.store import Pool, PostgresStore, SqliteStore, SqlStore
+from checkpoints.store import LEASE_SECONDS, Pool, PostgresStore, SqliteStore, SqlStore
 from supportgraph.domain.ports import StoreUnavailable
 
 __all__ = ["Persistence", "open_persistence"]
@@ -52,6 +52,7 @@ async def open_persistence(
     pool_timeout: float = 5.0,
     pool_max_idle: float = 300.0,
     pool_max_lifetime: float = 1800.0,
+    lease_seconds: float = LEASE_SECONDS,
 ) -> AsyncIterator[Persistence]:
     """Open, set up and migrate the configured backend; close it on exit."""
     if database_url:
@@ -62,15 +63,16 @@ async def open_persistence(
             pool_timeout,
             max_idle=pool_max_idle,
             max_lifetime=pool_max_lifetime,
+            lease_seconds=lease_seconds,
         ) as p:
             yield p
     else:
-        async with _sqlite(sqlite_path) as p:
+        async with _sqlite(sqlite_path, lease_seconds) as p:
             yield p
 
 
 @asynccontextmanager
-async def _sqlite(path: Path) -> AsyncIterator[Persistence]:
+async def _sqlite(path: Path, lease_seconds: float) -> AsyncIterator[Persistence]:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = await aiosqlite.connect(str(path), isolation_level=None)
     try:
@@ -80,11 +82,14 @@ async def _sqlite(path: Path) -> AsyncIterator[Persistence]:
         await conn.execute("PRAGMA busy_timeout=5000")
         saver = SqliteSaver(conn, serde=strict_serializer())
         await saver.setup()
-        store = SqliteStore(conn)
+        store = SqliteStore(conn, lock=saver.lock, serde=saver.serde, lease_seconds=lease_seconds)
         await store.migrate()
-        yield Persistence(
-            saver=saver, store=store, retention=retention_for(store), backend="sqlite"
-        )
+        try:
+            yield Persistence(
+                saver=saver, store=store, retention=retention_for(store), backend="sqlite"
+            )
+        finally:
+            await store.aclose()
     finally:
         await conn.close()
 
@@ -98,6 +103,7 @@ async def _postgres(
     *,
     max_idle: float = 300.0,
     max_lifetime: float = 1800.0,
+    lease_seconds: float = LEASE_SECONDS,
 ) -> AsyncIterator[Persistence]:
     pool = _FreshPool(
         url,
@@ -117,11 +123,14 @@ async def _postgres(
     try:
         saver = PostgresSaver(pool, serde=strict_serializer())
         await _setup_once(pool, saver)
-        store = PostgresStore(pool, url)
+        store = PostgresStore(pool, url, serde=saver.serde, lease_seconds=lease_seconds)
         await store.migrate()
-        yield Persistence(
-            saver=saver, store=store, retention=retention_for(store), backend="postgres"
-        )
+        try:
+            yield Persistence(
+                saver=saver, store=store, retention=retention_for(store), backend="postgres"
+            )
+        finally:
+            await store.aclose()
     finally:
         await pool.close()
 
@@ -148,11 +157,17 @@ class _Freshness:
         if conn.closed or conn.broken:
             return False
         idle = time.monotonic() - self.returned.get(conn, 0.0)
-        if idle > self.after or select.select([conn.fileno()], [], [], 0)[0]:
-            try:
-                await AsyncConnectionPool.check_connection(conn)
-            except psycopg.Error:
-                return False
+        if idle <= self.after:
+            # A selector, not select.select(): that raises for a descriptor numbered 1024 or
+            # more, which a busy process's connections get.
+            with selectors.DefaultSelector() as readable:
+                readable.register(conn.fileno(), selectors.EVENT_READ)
+                if not readable.select(0):
+                    return True
+        try:
+            await AsyncConnectionPool.check_connection(conn)
+        except psycopg.Error:
+            return False
         return True
 
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 from langgraph.store.base import BaseStore
 
+from checkpoints.store import new_request_id
 from supportgraph.domain.pii import pseudonym
 
 
@@ -24,7 +25,7 @@ class LangGraphStoreSink:
         existing = await self.store.aget(namespace, idempotency_key)
         if existing is not None:
             return str(existing.value["id"])
-        request_id = "R-" + secrets.token_hex(4).upper()
+        request_id = new_request_id()
         value = {"id": request_id, "kind": kind, "data": data, "status": "open"}
         await self.store.aput(namespace, idempotency_key, value)
         return request_id

@@ -240,3 +240,44 @@ _AUDIT_COLUMNS = [
 ]
 MIGRATIONS_SQLITE.append((4, "authorization audit of actions", list(_AUDIT_COLUMNS)))
 MIGRATIONS_POSTGRES.append((4, "authorization audit of actions", list(_AUDIT_COLUMNS)))
+
+# Version 5, one turn and one commit: the session's lease (who runs its turn now, until when,
+# and the fencing token its commit is checked against), the hand-off packet beside the status
+# (the row is the one place both are kept), and the queue of stored customer messages waiting
+# for their turn (``turn_state`` 'pending' while queued or running, 'failed' when the turn
+# stored no reply; ``turn_owner`` renews ``turn_expires_at`` while it waits or runs).
+MIGRATIONS_SQLITE.append(
+    (
+        5,
+        "session leases, escalation packet, pending turns",
+        [
+            "ALTER TABLE sg_sessions ADD COLUMN lease_owner TEXT",
+            "ALTER TABLE sg_sessions ADD COLUMN lease_token INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE sg_sessions ADD COLUMN lease_expires_at TEXT",
+            "ALTER TABLE sg_sessions ADD COLUMN escalation TEXT",
+            "ALTER TABLE sg_messages ADD COLUMN turn_state TEXT",
+            "ALTER TABLE sg_messages ADD COLUMN turn_owner TEXT",
+            "ALTER TABLE sg_messages ADD COLUMN turn_expires_at TEXT",
+            "CREATE INDEX IF NOT EXISTS sg_messages_pending ON sg_messages(session_id, id)"
+            " WHERE turn_state = 'pending'",
+        ],
+    )
+)
+MIGRATIONS_POSTGRES.append(
+    (
+        5,
+        "session leases, escalation packet, pending turns",
+        [
+            "ALTER TABLE sg_sessions ADD COLUMN IF NOT EXISTS lease_owner TEXT",
+            "ALTER TABLE sg_sessions ADD COLUMN IF NOT EXISTS lease_token BIGINT NOT NULL"
+            " DEFAULT 0",
+            "ALTER TABLE sg_sessions ADD COLUMN IF NOT EXISTS lease_expires_at TIMESTAMPTZ",
+            "ALTER TABLE sg_sessions ADD COLUMN IF NOT EXISTS escalation JSONB",
+            "ALTER TABLE sg_messages ADD COLUMN IF NOT EXISTS turn_state TEXT",
+            "ALTER TABLE sg_messages ADD COLUMN IF NOT EXISTS turn_owner TEXT",
+            "ALTER TABLE sg_messages ADD COLUMN IF NOT EXISTS turn_expires_at TIMESTAMPTZ",
+            "CREATE INDEX IF NOT EXISTS sg_messages_pending ON sg_messages(session_id, id)"
+            " WHERE turn_state = 'pending'",
+        ],
+    )
+)

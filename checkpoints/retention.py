@@ -12,12 +12,13 @@
 - :meth:`Retention.reclaim` gives freed pages back on SQLite (incremental vacuum; migration 3
   switched the file to incremental auto-vacuum); PostgreSQL's autovacuum reuses dead rows.
 
-Callers hold the session's locks (the service does): a trim racing a turn of the same thread
+Callers hold the session's lease (the service does): a trim racing a turn of the same thread
 on PostgreSQL could see the blobs of a checkpoint being written as unreferenced.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from abc import ABC, abstractmethod
@@ -36,7 +37,7 @@ from checkpoints.store import (
     unavailable_as_domain_error,
 )
 from supportgraph.domain.pii import pseudonym
-from supportgraph.domain.ports import StoreUnavailable
+from supportgraph.domain.ports import SessionNotFound, StoreUnavailable
 
 log = logging.getLogger("supportgraph.retention")
 
@@ -94,7 +95,7 @@ class SqliteRetention(Retention):
 
     async def _job(self, fn: Callable[..., T], *args: Any) -> T:
         conn = self.store.conn
-        async with unavailable_as_domain_error():
+        async with self.store.lock, unavailable_as_domain_error():
             # aiosqlite runs queued jobs one at a time on its thread, in order.
             return await conn._execute(lambda: fn(conn._conn, *args))
 
@@ -301,7 +302,7 @@ async def prune(
     one that became active again meanwhile is left alone.
     """
     retention = retention_for(store)
-    hold = hold or store.session_lock
+    hold = hold or store.hold
     cutoff = datetime.now(UTC) - older_than
     deleted = trimmed = removed = 0
     seen: set[str] = set()
@@ -311,17 +312,22 @@ async def prune(
             break
         seen.update(batch)
         for session_id in batch:
-            async with hold(session_id):
-                row = await store.get_session(session_id)
-                if row is None or datetime.fromisoformat(row.updated_at) >= cutoff:
-                    continue
-                deleted += await retention.delete_session(session_id, actor="prune")
+            with contextlib.suppress(SessionNotFound):  # deleted meanwhile
+                async with hold(session_id):
+                    row = await store.get_session(session_id)
+                    if row is None or datetime.fromisoformat(row.updated_at) >= cutoff:
+                        continue
+                    deleted += await retention.delete_session(session_id, actor="prune")
     if keep > 0:
         for thread_id in await retention.threads_over(keep, limit=10_000_000):
             if dry_run:
                 trimmed += 1
                 continue
-            async with hold(thread_id):
+            try:
+                async with hold(thread_id):
+                    gone = await retention.trim(thread_id, keep=keep)
+            except SessionNotFound:
+                # A thread with no session (a Studio run): no turn of ours writes to it.
                 gone = await retention.trim(thread_id, keep=keep)
             trimmed += gone > 0
             removed += gone

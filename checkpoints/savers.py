@@ -22,6 +22,7 @@ from langgraph.checkpoint.base import (
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from checkpoints.deferred import Deferrable
 from checkpoints.retry import retry_once
 from checkpoints.store import unavailable_as_domain_error
 
@@ -118,10 +119,10 @@ class _RetryLostConnection(AsyncPostgresSaver):
         )
 
 
-class SqliteSaver(_DomainErrors, AsyncSqliteSaver):
+class SqliteSaver(Deferrable, _DomainErrors, AsyncSqliteSaver):
     """``AsyncSqliteSaver`` raising ``StoreUnavailable`` for a database it cannot use."""
 
 
-class PostgresSaver(_DomainErrors, _RetryLostConnection):
+class PostgresSaver(Deferrable, _DomainErrors, _RetryLostConnection):
     """``AsyncPostgresSaver`` that retries once on a lost connection, then raises
     ``StoreUnavailable`` for a database it cannot use."""

@@ -7,11 +7,16 @@ placeholders (translated for SQLite).
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import copy
 import json
+import logging
 import secrets
 import sqlite3
+import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -19,18 +24,26 @@ from typing import Any, cast
 import aiosqlite
 import psycopg
 import psycopg_pool
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.base import SerializerProtocol
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 from psycopg import AsyncConnection
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from checkpoints import deferred as deferral
+from checkpoints.deferred import Deferred, PendingRequest
 from checkpoints.migrations import MIGRATIONS_POSTGRES, MIGRATIONS_SQLITE
-from checkpoints.retry import connection_lost, is_read, retry_once
+from checkpoints.retry import is_read, retry_once
 from supportgraph.domain.pii import pseudonym
-from supportgraph.domain.ports import StoreUnavailable
+from supportgraph.domain.ports import Deferred as DeferredWrites
+from supportgraph.domain.ports import Lease, LeaseLost, SessionNotFound, StoreUnavailable
 from supportgraph.domain.types import (
     Audience,
     AuditEntry,
     Delivery,
+    Escalation,
     Event,
     Message,
     Note,
@@ -69,15 +82,31 @@ async def unavailable_as_domain_error() -> AsyncIterator[None]:
         raise
 
 
+log = logging.getLogger("supportgraph.store")
+
 Pool = AsyncConnectionPool[AsyncConnection[DictRow]]
 """A PostgreSQL pool whose connections return rows as dicts."""
 
 EVENTS_CHANNEL = "sg_events"
 """PostgreSQL NOTIFY channel: payload ``"<event id> <session id>"``, ids only."""
 
+LEASES_CHANNEL = "sg_leases"
+"""PostgreSQL NOTIFY channel: payload the id of a session whose lease was let go."""
+
+LEASE_SECONDS = 15.0
+"""How long a lease lasts unless renewed (a third of it between renewals): a holder that dies
+keeps its session's next turn waiting at most this long."""
+
+
+def new_request_id() -> str:
+    """A request id a customer can read out: ``R-`` and 24 base32 characters (120 random bits,
+    so ids never collide however many a company keeps)."""
+    return "R-" + base64.b32encode(secrets.token_bytes(15)).decode()
+
+
 _SESSION_COLUMNS = (
     "id, status, intent, pack_name, pack_version, turns, created_at, updated_at, customer_id,"
-    " tokens_valid_after, claimed_by, claimed_at, escalation_reason"
+    " tokens_valid_after, claimed_by, claimed_at, escalation_reason, escalation"
 )
 _OUTBOX_COLUMNS = (
     "id, session_id, event_type, url, idempotency_key, payload, status, attempts, created_at,"
@@ -116,6 +145,7 @@ def _session_row(r: dict[str, Any]) -> Session:
         claimed_by=r["claimed_by"],
         claimed_at=_opt_text(r["claimed_at"]),
         escalation_reason=r["escalation_reason"],
+        escalation=cast(Escalation, _json(r["escalation"])) if r["escalation"] else None,
     )
 
 
@@ -137,9 +167,308 @@ def _outbox_row(r: dict[str, Any]) -> Delivery:
 
 
 class SqlStore(ABC):
-    """Our tables (the :class:`~supportgraph.domain.ports.Store` port), whatever the backend."""
+    """Our tables (the :class:`~supportgraph.domain.ports.Store` port), whatever the backend.
+
+    A session's turns and agents' actions run one at a time under its lease: a row of
+    ``sg_sessions`` (owner, expiry, fencing token) taken and let go by single statements, so
+    nothing holds a connection while the model thinks. The lease is renewed while held; a
+    transaction under a lease checks the token first (a holder whose lease ran out and was taken
+    over writes nothing) and lets the lease go in its own commit. A waiter is woken by the
+    let-go (in this process at once; from other processes by NOTIFY on PostgreSQL) and looks
+    again every ``_poll`` seconds in any case.
+    """
 
     backend: str
+    lease_seconds: float = LEASE_SECONDS
+    _poll: float = 1.0
+    _wakeups: dict[str, asyncio.Event]
+    _committed: set[str]
+    _background: set[asyncio.Task[Any]]
+    _after: list[Callable[[], None]] | None = None
+    _serde: SerializerProtocol | None = None
+
+    def _init_leases(self, serde: SerializerProtocol | None, lease_seconds: float) -> None:
+        self._serde = serde
+        self.lease_seconds = lease_seconds
+        self._wakeups = {}
+        self._committed = set()
+        self._background = set()
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this store's writes are committed (at once outside a
+        transaction)."""
+        if self._after is None:
+            callback()
+        else:
+            self._after.append(callback)
+
+    # The lease.
+
+    @asynccontextmanager
+    async def hold(
+        self,
+        session_id: str,
+        *,
+        wait: bool = True,
+        message_id: int | None = None,
+        owner: str | None = None,
+    ) -> AsyncIterator[Lease | None]:
+        """Lease the session, renewed while held and let go at exit (see the class).
+
+        Cancelled at any await, it leaves nothing held: the owner is unique to this call, so
+        letting go by owner is safe whether or not the last statement reached the database.
+        """
+        owner = owner or secrets.token_hex(12)
+        try:
+            lease = await self._acquire(session_id, owner, wait=wait, message_id=message_id)
+        except BaseException:
+            await self._let_go_surely(session_id, owner)
+            raise
+        if lease is None:
+            yield None
+            return
+        renewing = asyncio.create_task(self._keep(lease), name="sg-lease")
+        try:
+            yield lease
+        finally:
+            renewing.cancel()
+            if owner in self._committed:
+                self._committed.discard(owner)
+            else:
+                await self._let_go_surely(session_id, owner)
+
+    async def _acquire(
+        self, session_id: str, owner: str, *, wait: bool, message_id: int | None
+    ) -> Lease | None:
+        renewed = time.monotonic()
+        while True:
+            # Taken before trying, so a let-go between the try and the wait still wakes us.
+            wake = self._wakeups.setdefault(session_id, asyncio.Event())
+            lease = await self._try_acquire(session_id, owner, message_id)
+            if lease is not None:
+                return lease
+            found, mine = await self._why_not(session_id, message_id, owner)
+            if not found:
+                raise SessionNotFound(session_id)
+            if not mine:
+                raise LeaseLost(session_id)
+            if not wait:
+                return None
+            if message_id is not None and time.monotonic() - renewed > self.lease_seconds / 3:
+                await self._renew_pending(session_id, owner)
+                renewed = time.monotonic()
+            await self._listening()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self._poll)
+
+    async def _try_acquire(
+        self, session_id: str, owner: str, message_id: int | None
+    ) -> Lease | None:
+        now = _now()
+        expires = self._ts(now + timedelta(seconds=self.lease_seconds))
+        params: list[Any] = [owner, expires, session_id, self._ts(now)]
+        order = ""
+        earlier = "0"
+        if message_id is not None:
+            # Granted to a stored message only while it is still its owner's, and once no
+            # earlier message of the session waits for a turn that is alive.
+            order = (
+                " AND EXISTS (SELECT 1 FROM sg_messages WHERE id = %s AND turn_state = 'pending'"
+                " AND turn_owner = %s) AND NOT EXISTS (SELECT 1 FROM sg_messages WHERE"
+                " session_id = %s AND turn_state = 'pending' AND id < %s AND turn_expires_at > %s)"
+            )
+            params += [message_id, owner, session_id, message_id, self._ts(now)]
+            earlier = (
+                "(SELECT COUNT(*) FROM sg_messages WHERE session_id = %s"
+                " AND turn_state = 'pending' AND id < %s)"
+            )
+            params += [session_id, message_id]
+        rows = await self._fetch(
+            f"UPDATE sg_sessions SET lease_owner = %s, lease_token = lease_token + 1,"
+            f" lease_expires_at = %s WHERE id = %s AND (lease_owner IS NULL OR"
+            f" lease_expires_at <= %s){order}"
+            f" RETURNING lease_token, {earlier} AS earlier, {_SESSION_COLUMNS}",
+            tuple(params),
+        )
+        if not rows:
+            return None
+        row = rows[0]
+        folded: list[tuple[int, str]] = []
+        if message_id is not None and int(row["earlier"] or 0):
+            folded = await self._fold(session_id, owner, message_id, expires)
+        return Lease(session_id, owner, int(row["lease_token"]), _session_row(row), folded)
+
+    async def _fold(
+        self, session_id: str, owner: str, message_id: int, expires: Any
+    ) -> list[tuple[int, str]]:
+        """Take over the earlier messages whose turns died unanswered (they expired)."""
+        rows = await self._fetch(
+            "UPDATE sg_messages SET turn_owner = %s, turn_expires_at = %s WHERE session_id = %s"
+            " AND turn_state = 'pending' AND id < %s RETURNING id, content",
+            (owner, expires, session_id, message_id),
+        )
+        return sorted((int(r["id"]), str(r["content"])) for r in rows)
+
+    async def _why_not(
+        self, session_id: str, message_id: int | None, owner: str
+    ) -> tuple[bool, bool]:
+        """Whether the session exists, and whether the message is still the caller's."""
+        rows = await self._fetch(
+            "SELECT (SELECT COUNT(*) FROM sg_sessions WHERE id = %s) AS found,"
+            " (SELECT COUNT(*) FROM sg_messages WHERE id = %s AND turn_state = 'pending'"
+            " AND turn_owner = %s) AS mine",
+            (session_id, message_id or 0, owner),
+        )
+        return bool(rows[0]["found"]), message_id is None or bool(rows[0]["mine"])
+
+    async def _renew_pending(self, session_id: str, owner: str) -> None:
+        await self._execute(
+            "UPDATE sg_messages SET turn_expires_at = %s WHERE session_id = %s"
+            " AND turn_state = 'pending' AND turn_owner = %s",
+            (self._ts(_now() + timedelta(seconds=self.lease_seconds)), session_id, owner),
+        )
+
+    async def _keep(self, lease: Lease) -> None:
+        """Renew the lease (and the messages it answers) until cancelled or taken over."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            try:
+                rows = await self._fetch(
+                    "UPDATE sg_sessions SET lease_expires_at = %s WHERE id = %s AND"
+                    " lease_owner = %s AND lease_token = %s RETURNING id",
+                    (
+                        self._ts(_now() + timedelta(seconds=self.lease_seconds)),
+                        lease.session_id,
+                        lease.owner,
+                        lease.token,
+                    ),
+                )
+                if not rows:
+                    log.warning("lease taken over", extra={"session_id": lease.session_id})
+                    return
+                await self._renew_pending(lease.session_id, lease.owner)
+            except Exception as exc:  # noqa: BLE001 - the next renewal may get through
+                log.warning("lease renewal failed", extra={"error": str(exc)[:200]})
+
+    async def _let_go_surely(self, session_id: str, owner: str) -> None:
+        """Let go in a task of its own, so a cancelled caller cannot stop it half-way."""
+        task = asyncio.create_task(self._let_go(session_id, owner))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        await asyncio.shield(task)
+
+    async def _let_go(self, session_id: str, owner: str) -> None:
+        """Give the lease back, if the owner still holds it; a message it still had waiting
+        gets no turn (its turn failed)."""
+        try:
+            await self._execute(
+                "UPDATE sg_messages SET turn_state = 'failed' WHERE session_id = %s"
+                " AND turn_state = 'pending' AND turn_owner = %s",
+                (session_id, owner),
+            )
+            await self._free(session_id, owner)
+        except Exception as exc:  # noqa: BLE001 - an unreachable database lets it expire
+            log.warning(
+                "lease not let go; it expires",
+                extra={"session_id": session_id, "error": str(exc)[:200]},
+            )
+        self._wake(session_id)
+
+    async def _free(self, session_id: str, owner: str) -> None:
+        """The let-go statement (and, where other processes wait, their wake-up)."""
+        await self._execute(
+            "UPDATE sg_sessions SET lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE id = %s AND lease_owner = %s",
+            (session_id, owner),
+        )
+
+    def _wake(self, session_id: str) -> None:
+        wake = self._wakeups.pop(session_id, None)
+        if wake is not None:
+            wake.set()
+
+    async def _listening(self) -> None:  # noqa: B027 - only PostgreSQL has anything to start
+        """Make sure other processes' let-go reaches this one."""
+
+    async def aclose(self) -> None:
+        """Stop background work (lease let-goes in flight finish first)."""
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5)
+
+    # One transaction.
+
+    def deferring(self) -> contextlib.AbstractContextManager[Deferred]:
+        """Keep the checkpoints and requests written inside the block for a transaction."""
+        return deferral.deferring()
+
+    @asynccontextmanager
+    async def transaction(
+        self, lease: Lease | None = None, deferred: DeferredWrites | None = None
+    ) -> AsyncIterator[SqlStore]:
+        """The block's writes, the deferred ones first, committed at once (see the port).
+
+        ``deferred`` must come from this store's :meth:`deferring`.
+        """
+        after: list[Callable[[], None]] = []
+        async with unavailable_as_domain_error(), self._begin() as tx:
+            tx._after = after
+            if lease is not None and not await tx._fenced(lease):
+                raise LeaseLost(lease.session_id)
+            if deferred is not None:
+                await tx._write_deferred(cast(Deferred, deferred))
+            yield tx
+            if lease is not None:
+                await tx._free(lease.session_id, lease.owner)
+        if lease is not None:
+            self._committed.add(lease.owner)
+            self._wake(lease.session_id)
+        for callback in after:
+            callback()
+
+    @abstractmethod
+    def _begin(self) -> AbstractAsyncContextManager[SqlStore]:
+        """A view of this store whose statements run in one transaction, committed at exit."""
+
+    @abstractmethod
+    def _checkpoint_writer(self) -> BaseCheckpointSaver[Any]:
+        """A checkpoint saver writing through this transaction's connection."""
+
+    async def _fenced(self, lease: Lease) -> bool:
+        """Whether the lease still holds, locking the row until the commit."""
+        rows = await self._fetch(
+            "SELECT lease_token FROM sg_sessions WHERE id = %s AND lease_owner = %s"
+            f" AND lease_token = %s{self._for_update}",
+            (lease.session_id, lease.owner, lease.token),
+        )
+        return bool(rows)
+
+    _for_update = ""
+
+    async def _write_deferred(self, deferred: Deferred) -> None:
+        for request in deferred.requests:
+            await self._insert_request(request)
+        deferred.requests.clear()
+        if deferred.checkpoints:
+            await deferred.write_checkpoints(self._checkpoint_writer())
+
+    async def pending_turns(self, session_id: str) -> int:
+        """Customer messages of the session stored and still waiting for their turn."""
+        rows = await self._fetch(
+            "SELECT COUNT(*) AS n FROM sg_messages WHERE session_id = %s"
+            " AND turn_state = 'pending' AND turn_expires_at > %s",
+            (session_id, self._ts(_now())),
+        )
+        return int(rows[0]["n"])
+
+    async def answered(self, message_ids: list[int], *, failed: bool = False) -> None:
+        """The turn of these customer messages is over (``failed``: it stored no reply)."""
+        if not message_ids:
+            return
+        marks = ", ".join(["%s"] * len(message_ids))
+        await self._execute(
+            f"UPDATE sg_messages SET turn_state = %s WHERE id IN ({marks})",
+            ("failed" if failed else None, *message_ids),
+        )
 
     @abstractmethod
     async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> None: ...
@@ -163,15 +492,6 @@ class SqlStore(ABC):
         except Exception as exc:  # noqa: BLE001 - any driver error means not ready
             raise StoreUnavailable(str(exc)) from exc
 
-    @asynccontextmanager
-    async def session_lock(self, session_id: str, *, wait: bool = True) -> AsyncIterator[bool]:
-        """Hold the session across processes (a no-op where one process owns the database).
-
-        Yields whether the lock is held: with ``wait=False`` a session another process holds
-        yields False at once instead of waiting.
-        """
-        yield True
-
     async def create_session(
         self,
         session_id: str,
@@ -188,29 +508,68 @@ class SqlStore(ABC):
             (session_id, self._ts(now), self._ts(now), pack_name, pack_version, customer_id),
         )
 
-    async def get_session(self, session_id: str) -> Session | None:
-        """The conversation's record, if it exists."""
+    async def get_session(self, session_id: str, *, lock: bool = False) -> Session | None:
+        """The conversation's record, if it exists (``lock``: in a transaction, the row stays
+        locked until the commit)."""
         rows = await self._fetch(
-            f"SELECT {_SESSION_COLUMNS} FROM sg_sessions WHERE id = %s", (session_id,)
+            f"SELECT {_SESSION_COLUMNS} FROM sg_sessions WHERE id = %s"
+            + (self._for_update if lock else ""),
+            (session_id,),
         )
         return _session_row(rows[0]) if rows else None
 
-    async def finish_turn(self, session_id: str, *, status: Status, intent: str | None) -> None:
-        """Record where the conversation stands after a turn."""
-        await self._execute(
-            "UPDATE sg_sessions SET status = %s, intent = %s, updated_at = %s, turns = turns + 1"
-            " WHERE id = %s",
-            (status, intent, self._ts(_now()), session_id),
-        )
+    async def finish_turn(
+        self,
+        session_id: str,
+        *,
+        status: Status,
+        intent: str | None,
+        escalation: Escalation | None = None,
+    ) -> None:
+        """Record where the conversation stands after a turn (a new escalation: its packet and
+        reason, and nobody holds the conversation yet)."""
+        sets = "status = %s, intent = %s, updated_at = %s, turns = turns + 1"
+        params: list[Any] = [status, intent, self._ts(_now())]
+        if escalation is not None:
+            sets += (
+                ", escalation = %s, escalation_reason = %s, claimed_by = NULL, claimed_at = NULL"
+            )
+            params += [json.dumps(escalation), str(escalation.get("reason") or "requested_human")]
+        await self._execute(f"UPDATE sg_sessions SET {sets} WHERE id = %s", (*params, session_id))
 
     async def append_message(
-        self, session_id: str, *, role: Role, content: str, author: str | None = None
+        self,
+        session_id: str,
+        *,
+        role: Role,
+        content: str,
+        author: str | None = None,
+        pending_owner: str | None = None,
     ) -> int:
-        """Append one line to the transcript (``author``: the agent who wrote it); return its id."""
+        """Append one line to the transcript (``author``: the agent who wrote it); return its id.
+
+        ``pending_owner``: a customer message whose turn that owner runs; it stays in the
+        session's queue of pending turns until answered, renewed by its owner meanwhile.
+        """
+        if pending_owner is None:
+            return await self._insert_returning_id(
+                "INSERT INTO sg_messages (session_id, role, content, created_at, author)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (session_id, role, content, self._ts(_now()), author),
+            )
+        now = _now()
         return await self._insert_returning_id(
-            "INSERT INTO sg_messages (session_id, role, content, created_at, author)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (session_id, role, content, self._ts(_now()), author),
+            "INSERT INTO sg_messages (session_id, role, content, created_at, author, turn_state,"
+            " turn_owner, turn_expires_at) VALUES (%s, %s, %s, %s, %s, 'pending', %s, %s)",
+            (
+                session_id,
+                role,
+                content,
+                self._ts(now),
+                author,
+                pending_owner,
+                self._ts(now + timedelta(seconds=self.lease_seconds)),
+            ),
         )
 
     async def get_message(self, message_id: int) -> Message | None:
@@ -240,23 +599,44 @@ class SqlStore(ABC):
     async def create_request(
         self, *, session_id: str, kind: str, data: dict[str, str], idempotency_key: str
     ) -> str:
-        """Store a request once per idempotency key; return its id (the existing one on replay)."""
+        """Store a request once per idempotency key; return its id (the existing one on replay).
+
+        Inside a turn (a deferring block) the request is written by the turn's transaction,
+        with the reply that names it.
+        """
+        pending = deferral.CURRENT.get()
+        known = pending.request_for(idempotency_key) if pending is not None else None
+        if known is not None:
+            return known
         existing = await self._fetch(
             "SELECT id FROM sg_requests WHERE idempotency_key = %s", (idempotency_key,)
         )
         if existing:
             return str(existing[0]["id"])
-        request_id = "R-" + secrets.token_hex(4).upper()
-        await self._execute(
-            "INSERT INTO sg_requests (id, session_id, kind, data, status, idempotency_key,"
-            " created_at) VALUES (%s, %s, %s, %s, 'open', %s, %s)"
-            " ON CONFLICT (idempotency_key) DO NOTHING",
-            (request_id, session_id, kind, json.dumps(data), idempotency_key, self._ts(_now())),
-        )
+        request = PendingRequest(new_request_id(), session_id, kind, data, idempotency_key)
+        if pending is not None:
+            pending.requests.append(request)
+            return request.request_id
+        await self._insert_request(request)
         rows = await self._fetch(
             "SELECT id FROM sg_requests WHERE idempotency_key = %s", (idempotency_key,)
         )
         return str(rows[0]["id"])
+
+    async def _insert_request(self, request: PendingRequest) -> None:
+        await self._execute(
+            "INSERT INTO sg_requests (id, session_id, kind, data, status, idempotency_key,"
+            " created_at) VALUES (%s, %s, %s, %s, 'open', %s, %s)"
+            " ON CONFLICT (idempotency_key) DO NOTHING",
+            (
+                request.request_id,
+                request.session_id,
+                request.kind,
+                json.dumps(request.data),
+                request.idempotency_key,
+                self._ts(_now()),
+            ),
+        )
 
     async def list_requests(self, session_id: str | None = None) -> list[RequestRecord]:
         """Requests the actions created, oldest first (for one session, or all)."""
@@ -392,8 +772,10 @@ class SqlStore(ABC):
         status: Status,
         release: bool = False,
         reason: str | None = None,
+        clear_escalation: bool = False,
     ) -> None:
-        """Set the session's status (and the escalation reason); optionally drop the claim."""
+        """Set the session's status (and the escalation reason); optionally drop the claim
+        and the hand-off packet."""
         sets = ["status = %s", "updated_at = %s"]
         params: list[Any] = [status, self._ts(_now())]
         if reason is not None:
@@ -401,6 +783,8 @@ class SqlStore(ABC):
             params.append(reason)
         if release:
             sets += ["claimed_by = NULL", "claimed_at = NULL"]
+        if clear_escalation:
+            sets.append("escalation = NULL")
         await self._execute(
             f"UPDATE sg_sessions SET {', '.join(sets)} WHERE id = %s", (*params, session_id)
         )
@@ -437,7 +821,12 @@ class SqlStore(ABC):
         data: dict[str, Any],
         outbox: list[OutboxItem] | None = None,
     ) -> int:
-        """Log an event (and the webhook deliveries it causes); return its id."""
+        """Log an event (and the webhook deliveries it causes, in the same transaction)."""
+        if outbox and self._after is None:
+            async with self.transaction() as tx:
+                return await tx.append_event(
+                    session_id, kind=kind, audience=audience, data=data, outbox=outbox
+                )
         now = _now()
         event_id = await self._insert_returning_id(
             "INSERT INTO sg_events (session_id, kind, audience, data, created_at)"
@@ -503,6 +892,9 @@ class SqlStore(ABC):
         rows = await self._fetch("SELECT MAX(id) AS last FROM sg_events")
         return int(rows[0]["last"] or 0)
 
+    # Row-locking clause for the claim's inner SELECT: SQLite has none (one writer anyway).
+    _skip_locked = ""
+
     async def claim_due_webhook(self, *, now: datetime, lease: float) -> Delivery | None:
         """Lease the next due delivery for ``lease`` seconds and count the attempt."""
         ts = self._ts(now)
@@ -510,7 +902,7 @@ class SqlStore(ABC):
         rows = await self._fetch(
             f"UPDATE sg_outbox SET locked_until = %s, attempts = attempts + 1"
             f" WHERE id = (SELECT id FROM sg_outbox WHERE {free} AND next_attempt_at <= %s"
-            f" ORDER BY next_attempt_at, id LIMIT 1) AND {free}"
+            f" ORDER BY next_attempt_at, id LIMIT 1{self._skip_locked}) AND {free}"
             f" RETURNING {_OUTBOX_COLUMNS}",
             (self._ts(now + timedelta(seconds=lease)), ts, ts, ts),
         )
@@ -550,13 +942,44 @@ class SqlStore(ABC):
         return value
 
 
-class SqliteStore(SqlStore):
-    """The embedded default: one SQLite file (WAL), shared with the checkpoint saver."""
-
-    backend = "sqlite"
+class _NoCommit:
+    """An aiosqlite connection whose ``commit`` waits for the enclosing transaction's."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)
+
+    async def commit(self) -> None:
+        """Left to the transaction the saver writes in."""
+
+
+class SqliteStore(SqlStore):
+    """The embedded default: one SQLite file (WAL), shared with the checkpoint saver.
+
+    Every statement on the shared connection runs under ``lock`` (the saver's own, so its
+    statements queue there too): a transaction holds it from ``BEGIN IMMEDIATE`` to its
+    commit, so no other coroutine's statement can land inside it.
+    """
+
+    backend = "sqlite"
+    # Only another process (the CLI) can hold a lease without waking this one: it is asked
+    # again at this pace.
+    _poll = 0.1
+
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        *,
+        lock: asyncio.Lock | None = None,
+        serde: SerializerProtocol | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
         self.conn = conn
+        self.lock = lock or asyncio.Lock()
+        self._in_transaction = False
+        self._init_leases(serde, lease_seconds)
 
     @staticmethod
     def _q(sql: str) -> str:
@@ -567,63 +990,119 @@ class SqliteStore(SqlStore):
 
     # The connection is in autocommit mode (``isolation_level=None``): a statement outside an
     # explicit transaction is committed when it runs. Each aiosqlite call is a round trip to
-    # its thread, so a commit is sent only inside a transaction, and a cursor is not closed
-    # by a call of its own once fetched.
+    # its thread, so a cursor is not closed by a call of its own once fetched.
 
-    async def _commit_if_open(self) -> None:
-        if self.conn.in_transaction:
-            await self.conn.commit()
+    def _locked(self) -> AbstractAsyncContextManager[Any]:
+        return contextlib.nullcontext() if self._in_transaction else self.lock
 
     async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        async with unavailable_as_domain_error():
+        async with self._locked(), unavailable_as_domain_error():
             await self.conn.execute(self._q(sql), params)
-            await self._commit_if_open()
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        async with unavailable_as_domain_error():
+        async with self._locked(), unavailable_as_domain_error():
             cur = await self.conn.execute(self._q(sql), params)
             names = [d[0] for d in cur.description or ()]
             return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
 
     async def _insert_returning_id(self, sql: str, params: tuple[Any, ...]) -> int:
-        cur = await self.conn.execute(self._q(sql), params)
-        await self._commit_if_open()
-        return int(cur.lastrowid or 0)
+        async with self._locked(), unavailable_as_domain_error():
+            cur = await self.conn.execute(self._q(sql), params)
+            return int(cur.lastrowid or 0)
 
-    async def migrate(self) -> None:
-        """Apply pending SQLite migrations."""
-        await self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS sg_schema_migrations"
-            " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
+    @asynccontextmanager
+    async def _begin(self) -> AsyncIterator[SqlStore]:
+        async with self.lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                tx = copy.copy(self)
+                tx._in_transaction = True
+                yield tx
+            except BaseException:
+                await _finish(self.conn.rollback())
+                raise
+            await _finish(self.conn.commit())
+
+    def _checkpoint_writer(self) -> BaseCheckpointSaver[Any]:
+        writer = AsyncSqliteSaver(
+            cast(aiosqlite.Connection, _NoCommit(self.conn)), serde=self._serde
         )
-        done = {r["version"] for r in await self._fetch("SELECT version FROM sg_schema_migrations")}
-        for version, name, statements in MIGRATIONS_SQLITE:
-            if version in done:
-                continue
-            for statement in statements:
-                await self.conn.execute(statement)
+        writer.is_setup = True
+        return writer
+
+    async def migrate(self, migrations: list[tuple[int, str, list[str]]] | None = None) -> None:
+        """Apply pending SQLite migrations, each in one transaction (all of it, or nothing).
+
+        ``VACUUM`` cannot run inside a transaction: a migration's ``VACUUM`` runs once its
+        transaction has committed (it only rewrites the file, so running it again is harmless).
+        """
+        async with self.lock:
             await self.conn.execute(
-                "INSERT INTO sg_schema_migrations VALUES (?, ?, ?)",
-                (version, name, _now().isoformat()),
+                "CREATE TABLE IF NOT EXISTS sg_schema_migrations"
+                " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
             )
-            await self.conn.commit()
+            cur = await self.conn.execute("SELECT version FROM sg_schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, name, statements in migrations or MIGRATIONS_SQLITE:
+                if version in done:
+                    continue
+                await self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in statements:
+                        if statement != "VACUUM":
+                            await self.conn.execute(statement)
+                    await self.conn.execute(
+                        "INSERT INTO sg_schema_migrations VALUES (?, ?, ?)",
+                        (version, name, _now().isoformat()),
+                    )
+                except BaseException:
+                    await _finish(self.conn.rollback())
+                    raise
+                await self.conn.commit()
+                if "VACUUM" in statements:
+                    await self.conn.execute("VACUUM")
+
+
+async def _finish(step: Coroutine[Any, Any, None]) -> None:
+    """Run a commit or rollback to its end even if the caller is cancelled meanwhile: a
+    transaction left open on the shared connection would swallow every later statement."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 class PostgresStore(SqlStore):
     """PostgreSQL over a ``psycopg_pool`` pool shared with the checkpoint saver."""
 
     backend = "postgres"
+    # Concurrent claimers skip a row another claim is updating instead of queueing behind it
+    # and then matching nothing once it is leased.
+    _skip_locked = " FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, pool: Pool, conninfo: str) -> None:
+    _for_update = " FOR UPDATE"
+
+    def __init__(
+        self,
+        pool: Pool,
+        conninfo: str,
+        *,
+        serde: SerializerProtocol | None = None,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> None:
         self.conninfo = conninfo
         self.pool = pool
-        # Each held session lock pins a connection, and its turn needs another for queries:
-        # with more locks than half the pool, every connection could be a lock whose turn
-        # waits for a query connection (a deadlock until the pool timeout). Turns of other
-        # sessions beyond that wait here, holding nothing.
-        self._lock_slots = asyncio.Semaphore(max(1, (pool.max_size or 2) // 2))
+        self._conn: AsyncConnection[DictRow] | None = None
+        self._lease_listener: asyncio.Task[None] | None = None
+        self._init_leases(serde, lease_seconds)
 
     async def _execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        if self._conn is not None:
+            await self._conn.execute(sql, params)
+            return
+
         async def attempt() -> None:
             async with self.pool.connection() as conn:
                 await conn.execute(sql, params)
@@ -632,6 +1111,11 @@ class PostgresStore(SqlStore):
             await retry_once(attempt, repeatable=is_read(sql))
 
     async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+        if self._conn is not None:
+            async with self._conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(sql, params)
+                return list(await cur.fetchall())
+
         async def attempt() -> list[dict[str, Any]]:
             async with (
                 self.pool.connection() as conn,
@@ -644,60 +1128,58 @@ class PostgresStore(SqlStore):
             return await retry_once(attempt, repeatable=is_read(sql))
 
     @asynccontextmanager
-    async def session_lock(self, session_id: str, *, wait: bool = True) -> AsyncIterator[bool]:
-        """A PostgreSQL advisory lock on the session, held on its own pooled connection.
+    async def _begin(self) -> AsyncIterator[SqlStore]:
+        async with self.pool.connection() as conn, conn.transaction():
+            tx = copy.copy(self)
+            tx._conn = conn
+            yield tx
 
-        Callers take the per-process lock first, so at most one connection per session and
-        process waits here; and at most half the pool holds session locks at once, so the
-        turns that hold them always find a connection for their queries. ``wait=False`` tries
-        once and yields False when another process holds the session.
-        """
-        async with self._lock_slots, unavailable_as_domain_error():
-            # A lock taken on a connection that was lost went with it: taking it again on
-            # another connection is always safe.
-            conn, held = await retry_once(
-                lambda: self._lock(session_id, wait=wait), repeatable=True, what="session lock"
-            )
+    def _checkpoint_writer(self) -> BaseCheckpointSaver[Any]:
+        assert self._conn is not None, "only a transaction writes deferred checkpoints"
+        return AsyncPostgresSaver(self._conn, serde=self._serde)
+
+    async def _free(self, session_id: str, owner: str) -> None:
+        """Let go and wake the other processes' waiters (NOTIFY is sent at commit)."""
+        await self._execute(
+            "WITH freed AS (UPDATE sg_sessions SET lease_owner = NULL, lease_expires_at = NULL"
+            " WHERE id = %s AND lease_owner = %s RETURNING id)"
+            " SELECT pg_notify(%s, id) FROM freed",
+            (session_id, owner, LEASES_CHANNEL),
+        )
+
+    async def _listening(self) -> None:
+        """LISTEN for other processes' let-go on a connection of its own (started once)."""
+        if self._lease_listener is None or self._lease_listener.done():
+            self._lease_listener = asyncio.create_task(self._listen_leases(), name="sg-leases")
+
+    async def _listen_leases(self) -> None:
+        delay = 0.5
+        while True:
             try:
-                if not held:
-                    yield False
-                    return
+                conn = await psycopg.AsyncConnection.connect(self.conninfo, autocommit=True)
                 try:
-                    yield True
+                    await conn.execute(f"LISTEN {LEASES_CHANNEL}")
+                    delay = 0.5
+                    for session_id in list(self._wakeups):
+                        self._wake(session_id)  # whatever was let go while not listening
+                    async for note in conn.notifies():
+                        self._wake(note.payload)
                 finally:
-                    await self._unlock(conn, session_id)
-            finally:
-                await self.pool.putconn(conn)
-
-    async def _lock(self, session_id: str, *, wait: bool) -> tuple[AsyncConnection[DictRow], bool]:
-        """A pooled connection holding the session's lock (or not, when ``wait`` is False)."""
-        conn = await self.pool.getconn()
-        try:
-            if wait:
-                await conn.execute(
-                    "SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,)
-                )
-                return conn, True
-            cur = await conn.execute(
-                "SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS held", (session_id,)
-            )
-            row = await cur.fetchone()
-            return conn, bool(row and row["held"])
-        except BaseException:
-            await self.pool.putconn(conn)
-            raise
-
-    async def _unlock(self, conn: AsyncConnection[DictRow], session_id: str) -> None:
-        """Release the session's lock; a lost connection released it already."""
-        if conn.broken or conn.closed:
-            return
-        try:
-            await conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (session_id,))
-        except psycopg.OperationalError as exc:
-            # The server ended the session, and with it the lock: the turn's work is stored,
-            # so it must not fail for this.
-            if not connection_lost(exc):
+                    await conn.close()
+            except asyncio.CancelledError:
                 raise
+            except Exception as exc:  # noqa: BLE001 - waiters poll meanwhile; reconnect
+                log.warning("lease listener lost its connection", extra={"error": str(exc)[:200]})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def aclose(self) -> None:
+        """Stop listening, once lease let-goes in flight have finished."""
+        await super().aclose()
+        if self._lease_listener is not None:
+            self._lease_listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease_listener
 
     async def _insert_returning_id(self, sql: str, params: tuple[Any, ...]) -> int:
         rows = await self._fetch(sql + " RETURNING id", params)
@@ -715,33 +1197,46 @@ class PostgresStore(SqlStore):
         """Log an event, its webhook deliveries and a NOTIFY carrying its id, in one transaction.
 
         A transaction lock makes events commit in id order, so a reader that has seen id N
-        never sees a smaller id appear later (``Last-Event-ID`` resume would skip it).
+        never sees a smaller id appear later (``Last-Event-ID`` resume would skip it). Inside
+        a turn's transaction the lock is held to its commit: the turn logs its events last.
         """
         now = _now()
+        if self._conn is not None:
+            return await self._event_in(self._conn, session_id, kind, audience, data, outbox, now)
         if not outbox:
             return await self._append_event_alone(session_id, kind, audience, data, now)
 
         async def attempt() -> int:
             async with self.pool.connection() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sg_events'))")
-                cur = await conn.execute(
-                    "INSERT INTO sg_events (session_id, kind, audience, data, created_at)"
-                    " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-                    (session_id, kind, audience, json.dumps(data), now),
-                )
-                row = await cur.fetchone()
-                if row is None:
-                    raise RuntimeError("INSERT ... RETURNING id returned no row")
-                event_id = int(row["id"])
-                for item in outbox or ():
-                    await conn.execute(*self._outbox_insert(session_id, item, now))
-                await conn.execute(
-                    "SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{event_id} {session_id}")
-                )
-            return event_id
+                return await self._event_in(conn, session_id, kind, audience, data, outbox, now)
 
         async with unavailable_as_domain_error():
             return await retry_once(attempt, repeatable=False, what="event")
+
+    async def _event_in(
+        self,
+        conn: AsyncConnection[DictRow],
+        session_id: str,
+        kind: str,
+        audience: Audience,
+        data: dict[str, Any],
+        outbox: list[OutboxItem] | None,
+        now: datetime,
+    ) -> int:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sg_events'))")
+        cur = await conn.execute(
+            "INSERT INTO sg_events (session_id, kind, audience, data, created_at)"
+            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (session_id, kind, audience, json.dumps(data), now),
+        )
+        row = await cur.fetchone()
+        if row is None:
+            raise RuntimeError("INSERT ... RETURNING id returned no row")
+        event_id = int(row["id"])
+        for item in outbox or ():
+            await conn.execute(*self._outbox_insert(session_id, item, now))
+        await conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{event_id} {session_id}"))
+        return event_id
 
     async def _append_event_alone(
         self, session_id: str, kind: str, audience: Audience, data: dict[str, Any], now: datetime

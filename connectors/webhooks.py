@@ -2,7 +2,8 @@
 
 Deliveries are outbox rows written with the event that causes them, so a restart loses
 nothing: any process's dispatcher leases due rows, POSTs them, and on failure schedules the
-next attempt with the configured backoff until the row expires.
+next attempt with the configured backoff until the row expires. A dispatcher sends several
+at once, so a receiver that hangs until the timeout takes up one slot, not the whole queue.
 """
 
 from __future__ import annotations
@@ -30,12 +31,20 @@ log = logging.getLogger("supportgraph.webhooks")
 
 
 class WebhookDispatcher:
-    """Deliver due outbox rows; woken when an event adds some, and polling for retries."""
+    """Deliver due outbox rows, ``concurrency`` at a time; woken when an event adds some, and
+    polling for retries."""
 
-    def __init__(self, store: Outbox, config: WebhookConfig, *, wake: asyncio.Event) -> None:
+    def __init__(
+        self, store: Outbox, config: WebhookConfig, *, wake: asyncio.Event, concurrency: int = 8
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"WebhookDispatcher concurrency must be at least 1, not {concurrency}")
         self.store = store
         self.config = config
         self.wake = wake
+        self.concurrency = concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        self._sending: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
         self._task: asyncio.Task[None] | None = None
 
@@ -50,26 +59,55 @@ class WebhookDispatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        for task in self._sending:
+            task.cancel()
+        await asyncio.gather(*self._sending, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
 
     async def deliver_due(self) -> int:
         """Attempt every delivery that is due now; return how many were attempted."""
-        attempted = 0
+        started = await self._start_due()
+        await asyncio.gather(*started)
+        return len(started)
+
+    async def _start_due(self) -> list[asyncio.Task[None]]:
+        """Claim due rows while a slot is free, each sent by a task of its own."""
+        started: list[asyncio.Task[None]] = []
         while True:
-            row = await self.store.claim_due_webhook(
-                now=datetime.now(UTC), lease=self.config.timeout + 30
-            )
+            # A row is claimed only once a slot is free, so its attempt starts at once and
+            # ends well within its lease (no other dispatcher takes it meanwhile).
+            await self._slots.acquire()
+            try:
+                row = await self.store.claim_due_webhook(
+                    now=datetime.now(UTC), lease=self.config.timeout + 30
+                )
+            except BaseException:
+                self._slots.release()
+                raise
             if row is None:
-                return attempted
-            attempted += 1
+                self._slots.release()
+                return started
+            task = asyncio.create_task(self._send(row), name=f"sg-webhook-{row.id}")
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+            started.append(task)
+
+    async def _send(self, row: Delivery) -> None:
+        try:
             await self._attempt(row)
+        except Exception as exc:  # noqa: BLE001 - the row is tried again once its lease ends
+            log.warning(
+                "webhook dispatch failed", extra={"outbox_id": row.id, "error": str(exc)[:200]}
+            )
+        finally:
+            self._slots.release()
 
     async def _run(self) -> None:
         while True:
             self.wake.clear()
             try:
-                await self.deliver_due()
+                await self._start_due()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a database blip

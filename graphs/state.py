@@ -10,7 +10,7 @@ each turn starts without them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 from langchain_core.messages import AnyMessage, MessageLikeRepresentation
 from langgraph.channels.untracked_value import UntrackedValue
@@ -171,10 +171,15 @@ class StateUpdate(TypedDict, total=False):
 
 
 class TurnInput(TypedDict):
-    """What one customer turn puts into the graph."""
+    """What one customer turn puts into the graph.
+
+    ``status``: where the conversation stands, from the session row (the one place it is
+    kept); a run without it (Studio, evals) continues from the checkpoint's.
+    """
 
     messages: list[AnyMessage]
     session_id: str
+    status: NotRequired[Status]
 
 
 class TurnOutput(TypedDict, total=False):

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     pool_max_lifetime: float = Field(
         default=1800.0, gt=0, description="Replace a pooled connection this old (seconds)."
     )
+    lease_seconds: float = Field(
+        default=15.0,
+        ge=0.5,
+        description="How long a session's lease lasts unless renewed (seconds): a turn renews"
+        " it every third of this while the model thinks, and a process that died keeps its"
+        " sessions waiting at most this long.",
+    )
 
     # Scale and retention
     keep_checkpoints: int = Field(

@@ -104,6 +104,7 @@ def persistence(settings: Settings) -> AbstractAsyncContextManager[Persistence]:
         pool_timeout=settings.pool_timeout,
         pool_max_idle=settings.pool_max_idle,
         pool_max_lifetime=settings.pool_max_lifetime,
+        lease_seconds=settings.lease_seconds,
     )
 
 

@@ -159,7 +159,13 @@ async def test_enqueue_policy_answers_both_in_arrival_order(
         "how much is shipping?",
         "do you ship abroad?",
     ]
-    assert [r for r, _ in roles] == ["customer", "assistant"] * 3
+    # Each message is stored when it arrives (the second while the first turn runs), each
+    # reply when its turn commits: the replies follow in the same order.
+    assert [r for r, _ in roles] == ["customer", "assistant", "customer", "customer"] + [
+        "assistant"
+    ] * 2
+    first_reply, second_reply = (await first)["reply"], (await second)["reply"]
+    assert [c for r, c in roles if r == "assistant"][1:] == [first_reply, second_reply]
 
 
 async def test_reject_policy_holds_across_processes_on_postgres(

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from supportgraph.domain.ports import EventLog
+from supportgraph.domain.ports import EventLog, Store
 from supportgraph.domain.types import Audience, Event
 from supportgraph.domain.webhooks import WebhookConfig, WebhookEvent
 
@@ -83,19 +83,32 @@ class EventHub:
         audience: Audience = "all",
         webhook: WebhookEvent | None = None,
         webhook_data: dict[str, Any] | None = None,
+        via: Store | None = None,
     ) -> int:
-        """Log an event (and the ``webhook`` it triggers, if configured); wake its followers."""
+        """Log an event (and the ``webhook`` it triggers, if configured); wake its followers.
+
+        ``via``: a transaction to log it in; followers and the dispatcher are woken once it
+        commits.
+        """
         outbox = []
         if webhook is not None and self.webhooks is not None:
             outbox = self.webhooks.outbox_items(
                 webhook, session_id=session_id, data=webhook_data or data
             )
-        event_id = await self.store.append_event(
+        log_to: EventLog = via if via is not None else self.store
+        event_id = await log_to.append_event(
             session_id, kind=kind, audience=audience, data=data, outbox=outbox
         )
-        self._wake(session_id)
-        if outbox:
-            self.outbox_added.set()
+
+        def wake() -> None:
+            self._wake(session_id)
+            if outbox:
+                self.outbox_added.set()
+
+        if via is not None:
+            via.after_commit(wake)
+        else:
+            wake()
         return event_id
 
     async def follow(

@@ -12,6 +12,7 @@ from langgraph.types import Durability, StateSnapshot
 
 from graphs.state import NodeName, StateUpdate, SupportState, TurnInput, TurnOutput
 from nodes.context import SupportContext
+from supportgraph.domain.types import Status
 
 Compiled = CompiledStateGraph[SupportState, SupportContext, TurnInput, TurnOutput]
 
@@ -34,9 +35,15 @@ class SupportGraph:
         *,
         context: SupportContext,
         durability: Durability,
+        status: Status | None = None,
     ) -> TurnOutput:
-        """Run one customer message through the graph; what the turn produced."""
+        """Run one customer message through the graph; what the turn produced.
+
+        ``status``: where the session row says the conversation stands.
+        """
         turn = TurnInput(messages=[HumanMessage(content=message)], session_id=session_id)
+        if status is not None:
+            turn["status"] = status
         out = await self.compiled.ainvoke(
             turn, config=thread(session_id), context=context, durability=durability
         )

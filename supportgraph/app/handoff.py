@@ -1,11 +1,12 @@
 """What agents do with a conversation a person has: claim, reply, note, hand back, resolve.
 
-The pause is state, not ``interrupt()``: an escalated thread's status is ``escalated`` in the
-graph state and the session row; ``classify_intent`` routes its customer messages straight to
-``escalate_human``, which answers nothing (the service has already stored them). Agents'
-actions write the transcript and the session row, and change the graph state with
-``aupdate_state`` (under the session's lock, so they never interleave with a turn): a reply
-joins the message window, and hand back / resolve set a status the nodes understand.
+The pause is state, not ``interrupt()``: an escalated conversation's status is ``escalated``
+in the session row (the one place it is kept, and each turn's input); ``classify_intent``
+routes its customer messages straight to ``escalate_human``, which answers nothing (the
+service has already stored them). Agents' actions hold the session's lease, so they never
+interleave with a turn, and commit in one transaction: the transcript, the session row, the
+events, and the graph state changed with ``aupdate_state`` (a reply joins the message window;
+hand back and resolve reset the counters that led to the hand-off).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from datetime import datetime
 from langchain_core.messages import AIMessage
 
 from graphs.state import NodeName, StateUpdate
-from supportgraph.app.service import SessionNotFound, SupportService
+from supportgraph.app.service import SessionNotFound, SupportService, escalation_of
 from supportgraph.domain.pii import redact_secrets
+from supportgraph.domain.ports import Store
 from supportgraph.domain.types import (
     Escalation,
     Message,
@@ -131,14 +133,14 @@ class HandoffService:
 
     async def conversation(self, session_id: str) -> Conversation:
         """The transcript, notes, slots and hand-off packet of one conversation."""
-        view = await self.support.view(session_id)
+        row = await self.support.require(session_id)
         values = await self.support.graph.values(session_id)
         return Conversation(
-            session=view.session,
-            messages=view.messages,
+            session=row,
+            messages=await self.store.list_messages(session_id),
             notes=await self.store.list_notes(session_id),
-            slots=view.slots,
-            escalation=view.escalation,
+            slots=dict(values.get("slots") or {}),
+            escalation=escalation_of(row, values),
             summary=values.get("summary", ""),
         )
 
@@ -161,13 +163,18 @@ class HandoffService:
 
     async def release(self, session_id: str, *, agent: str, force: bool = False) -> Session:
         """Let go of the conversation (its holder, or anyone with ``force``)."""
-        row = await self.support.require(session_id)
-        if row.claimed_by is None:
-            return row
-        if row.claimed_by != agent and not force:
-            raise ClaimConflict(row.claimed_by)
-        await self.store.release_session(session_id)
-        await self.events.publish(session_id, "released", {"agent": row.claimed_by, "by": agent})
+        async with self._locked(session_id) as tx:
+            row = await tx.get_session(session_id)
+            if row is None:
+                raise SessionNotFound(session_id)
+            if row.claimed_by is None:
+                return row
+            if row.claimed_by != agent and not force:
+                raise ClaimConflict(row.claimed_by)
+            await tx.release_session(session_id)
+            await self.events.publish(
+                session_id, "released", {"agent": row.claimed_by, "by": agent}, via=tx
+            )
         return await self.support.require(session_id)
 
     async def reply(self, session_id: str, *, agent: str, text: str) -> Message:
@@ -178,21 +185,20 @@ class HandoffService:
         """
         text = redact_secrets(text).text
         await self.claim(session_id, agent=agent)
-        async with self._locked(session_id):
-            await self._held_by(session_id, agent)
-            message_id = await self.store.append_message(
+        update = StateUpdate(messages=[AIMessage(content=text, name="agent")])
+        async with self._locked(session_id, update) as tx:
+            await self._held_by(tx, session_id, agent)
+            message_id = await tx.append_message(
                 session_id, role="agent", content=text, author=agent
             )
-            await self._update_state(
-                session_id, StateUpdate(messages=[AIMessage(content=text, name="agent")])
-            )
-            await self.store.touch_session(session_id)
+            await tx.touch_session(session_id)
             await self.events.publish(
                 session_id,
                 "message",
                 {"message_id": message_id, "role": "agent", "content": text, "author": agent},
                 webhook="agent_reply",
                 webhook_data={"message_id": message_id, "agent": agent, "content": text},
+                via=tx,
             )
         message = await self.store.get_message(message_id)
         if message is None:
@@ -226,25 +232,30 @@ class HandoffService:
         return await self._leave(session_id, agent=agent, status="resolved", action="resolve")
 
     async def _leave(self, session_id: str, *, agent: str, status: Status, action: str) -> Session:
-        async with self._locked(session_id):
-            await self._held_by(session_id, agent)
-            update = StateUpdate(**RESET_ON_RETURN, status=status)
-            if status == "active":
-                update["escalation"] = None
-            await self._update_state(session_id, update)
-            await self.store.set_status(session_id, status=status, release=True)
+        update = StateUpdate(**RESET_ON_RETURN)
+        if status == "active":
+            update["escalation"] = None
+        async with self._locked(session_id, update) as tx:
+            await self._held_by(tx, session_id, agent)
+            await tx.set_status(
+                session_id, status=status, release=True, clear_escalation=status == "active"
+            )
             await self.events.publish(
                 session_id,
                 "status",
                 {"status": status, "by": "agent", "agent": agent, "action": action},
                 webhook="resolved" if status == "resolved" else None,
                 webhook_data={"status": status, "agent": agent},
+                via=tx,
             )
         return await self.support.require(session_id)
 
-    async def _held_by(self, session_id: str, agent: str) -> Session:
-        """The session, when a person has it and no other agent holds it (under its lock)."""
-        row = await self.support.require(session_id)
+    @staticmethod
+    async def _held_by(tx: Store, session_id: str, agent: str) -> Session:
+        """The session, when a person has it and no other agent holds it (under its lease)."""
+        row = await tx.get_session(session_id)
+        if row is None:
+            raise SessionNotFound(session_id)
         if row.status != "escalated":
             raise NotEscalated(row.status)
         if row.claimed_by not in (None, agent):
@@ -252,10 +263,14 @@ class HandoffService:
         return row
 
     @asynccontextmanager
-    async def _locked(self, session_id: str) -> AsyncIterator[None]:
-        """Hold the session the way turns do: this process's lock, then the shared one."""
-        async with self.support.locks.hold(session_id), self.store.session_lock(session_id):
-            yield
-
-    async def _update_state(self, session_id: str, values: StateUpdate) -> None:
-        await self.support.graph.update(session_id, values, as_node=AFTER_ESCALATION)
+    async def _locked(
+        self, session_id: str, update: StateUpdate | None = None
+    ) -> AsyncIterator[Store]:
+        """Hold the session the way turns do (this process's lock, then its lease) and run the
+        block's writes, with the graph state ``update``, as one transaction."""
+        async with self.support.locks.hold(session_id), self.store.hold(session_id) as lease:
+            with self.store.deferring() as deferred:
+                if update is not None:
+                    await self.support.graph.update(session_id, update, as_node=AFTER_ESCALATION)
+            async with self.store.transaction(lease, deferred) as tx:
+                yield tx

@@ -1,8 +1,17 @@
-"""The conversation service: one customer turn, with the transcript written around the graph.
+"""The conversation service: one customer turn, in two commits around the graph.
 
-The customer's message is stored before the graph runs (a failed turn loses nothing), the
-reply after it. Turns of one session run one at a time, in arrival order. Each message and
-status change is also logged as an event (what live streams and webhooks follow).
+1. The customer's message is committed first (with its event), so it is never lost; it waits
+   in the session's queue as a pending turn.
+2. The turn takes the session's lease (turns of one session run one at a time, in the order
+   their messages were stored, across processes), runs the graph holding no database
+   connection, and commits everything it produced in one transaction: the checkpoint, the
+   reply, the session row, the events, the webhook outbox rows and any request an action
+   created. The commit is refused if the lease was lost meanwhile (:class:`LeaseLost`, 503),
+   and then nothing of the turn is stored.
+
+A message whose turn died with its process stays pending until its lease expires; the next
+turn of the session then reads it together with its own message (it is folded in, see
+:class:`~supportgraph.domain.ports.Lease`).
 """
 
 from __future__ import annotations
@@ -19,12 +28,18 @@ from typing import Any, Literal
 
 from langgraph.types import Durability
 
-from graphs.state import NodeName
+from graphs.state import NodeName, SupportState, TurnOutput
 from nodes.context import SupportContext
 from supportgraph.app.events import EventHub
 from supportgraph.app.graph import SupportGraph
-from supportgraph.domain.pii import describe, redact_secrets, slots_for_log, with_note
-from supportgraph.domain.ports import Retention, Store
+from supportgraph.domain.pii import (
+    Redaction,
+    describe,
+    redact_secrets,
+    slots_for_log,
+    with_note,
+)
+from supportgraph.domain.ports import Lease, Retention, SessionNotFound, Store
 from supportgraph.domain.types import (
     Citation,
     Escalation,
@@ -38,8 +53,7 @@ from supportgraph.domain.types import (
 log = logging.getLogger("supportgraph.service")
 
 
-class SessionNotFound(LookupError):
-    """No session with this id (or not one the caller may see)."""
+__all__ = ["SessionNotFound", "SupportService", "TurnResult"]
 
 
 class SessionBusy(RuntimeError):
@@ -220,61 +234,36 @@ class SupportService:
     ) -> TurnResult:
         redaction = redact_secrets(message)
         message = redaction.text
-        if self.locks.busy(session_id):
-            # About to wait behind another turn: an unknown session fails now, not after it.
-            await self.require(session_id)
-        async with self._turn_lock(session_id):
-            before = await self.require(session_id)
-            self._check_token(before, token_issued_us)
-            if self.max_turns is not None and before.turns >= self.max_turns:
-                # Checked under the session lock, so concurrent posts cannot overshoot it.
-                raise TurnLimitReached(
-                    session_id, limit=self.max_turns, escalated=before.status == "escalated"
+        owner = secrets.token_hex(12)
+        if self.busy_policy == "reject":
+            if self.locks.busy(session_id):
+                raise SessionBusy(session_id)
+            async with (
+                self.locks.hold(session_id),
+                self.store.hold(session_id, wait=False, owner=owner) as lease,
+            ):
+                if lease is None:
+                    raise SessionBusy(session_id)
+                message_id = await self._store_message(
+                    session_id, message, owner, token_issued_us, admitted
                 )
-            if admitted is not None:
-                admitted.set_result(None)
-            message_id = await self.store.append_message(
-                session_id, role="customer", content=message
+                out, reply, status = await self._run(lease, message_id, message, redaction)
+        else:
+            message_id = await self._store_message(
+                session_id, message, owner, token_issued_us, admitted
             )
-            await self.events.publish(
-                session_id,
-                "message",
-                {"message_id": message_id, "role": "customer", "content": message},
-            )
-            out = await self.graph.turn(
-                session_id, message, context=self.context, durability=self.durability
-            )
-            reply = out.get("reply", "")
-            if redaction.changed:
-                pack = self.context.pack
-                note = pack.message("redacted", what=describe(redaction.kinds))
-                reply = with_note(reply, note, greeting=pack.spec.greeting)
-            citations = out.get("citations", [])
-            if reply:
-                reply_id = await self.store.append_message(
-                    session_id, role="assistant", content=reply
-                )
-                await self.events.publish(
-                    session_id,
-                    "message",
-                    {
-                        "message_id": reply_id,
-                        "role": "assistant",
-                        "content": reply,
-                        "citations": list(citations),
-                    },
-                )
-            status = out.get("status", "active")
-            await self.store.finish_turn(session_id, status=status, intent=out.get("intent"))
-            if status != before.status:
-                await self._status_changed(session_id, status, out.get("escalation"))
-            await self._trim(session_id, turns=before.turns + 1)
+            async with (
+                self.locks.hold(session_id),
+                self.store.hold(session_id, message_id=message_id, owner=owner) as lease,
+            ):
+                assert lease is not None, "a waiting hold always yields its lease"
+                out, reply, status = await self._run(lease, message_id, message, redaction)
         result = TurnResult(
             session_id=session_id,
             reply=reply,
             intent=out.get("intent"),
             status=status,
-            citations=list(citations),
+            citations=list(out.get("citations", [])),
             route=list(out.get("route", [])),
             usage=out.get("usage") or empty_usage(),
             slots=dict(out.get("slots") or {}),
@@ -294,6 +283,86 @@ class SupportService:
         )
         return result
 
+    async def _store_message(
+        self,
+        session_id: str,
+        message: str,
+        owner: str,
+        token_issued_us: int | None,
+        admitted: asyncio.Future[None] | None,
+    ) -> int:
+        """The first commit: the customer's message (a pending turn of ``owner``) and its
+        event, once the token and the message limit allow it."""
+        async with self.store.transaction() as tx:
+            before = await tx.get_session(session_id, lock=True)
+            if before is None:
+                raise SessionNotFound(session_id)
+            self._check_token(before, token_issued_us)
+            if self.max_turns is not None:
+                # Counted under the row's lock, so concurrent posts cannot overshoot it.
+                if before.turns + await tx.pending_turns(session_id) >= self.max_turns:
+                    raise TurnLimitReached(
+                        session_id, limit=self.max_turns, escalated=before.status == "escalated"
+                    )
+            message_id = await tx.append_message(
+                session_id, role="customer", content=message, pending_owner=owner
+            )
+            await self.events.publish(
+                session_id,
+                "message",
+                {"message_id": message_id, "role": "customer", "content": message},
+                via=tx,
+            )
+        if admitted is not None:
+            admitted.set_result(None)
+        return message_id
+
+    async def _run(
+        self, lease: Lease, message_id: int, message: str, redaction: Redaction
+    ) -> tuple[TurnOutput, str, Status]:
+        """The graph, with no connection held, then the second commit: all the turn made."""
+        session_id = lease.session_id
+        before = lease.session
+        text = "\n".join([*(content for _, content in lease.folded), message])
+        with self.store.deferring() as deferred:
+            out = await self.graph.turn(
+                session_id,
+                text,
+                status=before.status,
+                context=self.context,
+                durability=self.durability,
+            )
+        reply = out.get("reply", "")
+        if redaction.changed:
+            pack = self.context.pack
+            note = pack.message("redacted", what=describe(redaction.kinds))
+            reply = with_note(reply, note, greeting=pack.spec.greeting)
+        status = out.get("status", "active")
+        escalation = out.get("escalation") if status != before.status else None
+        new_escalation = escalation if status == "escalated" else None
+        async with self.store.transaction(lease, deferred) as tx:
+            await tx.answered([*(m for m, _ in lease.folded), message_id])
+            await tx.finish_turn(
+                session_id, status=status, intent=out.get("intent"), escalation=new_escalation
+            )
+            if reply:
+                reply_id = await tx.append_message(session_id, role="assistant", content=reply)
+                await self.events.publish(
+                    session_id,
+                    "message",
+                    {
+                        "message_id": reply_id,
+                        "role": "assistant",
+                        "content": reply,
+                        "citations": list(out.get("citations", [])),
+                    },
+                    via=tx,
+                )
+            if status != before.status:
+                await self._status_changed(tx, session_id, status, new_escalation)
+        await self._trim(session_id, turns=before.turns + 1)
+        return out, reply, status
+
     @staticmethod
     def _check_token(session: Session, issued_us: int | None) -> None:
         """:class:`TokenRevoked` when the token was issued before the session revoked its
@@ -312,30 +381,14 @@ class SupportService:
         """Every token of the session issued until now stops working."""
         await self.store.revoke_tokens(session_id, issued_before_us=time.time_ns() // 1000)
 
-    @asynccontextmanager
-    async def _turn_lock(self, session_id: str) -> AsyncIterator[None]:
-        """Hold the session in this process and across processes, by the busy policy."""
-        if self.busy_policy == "enqueue":
-            async with self.locks.hold(session_id), self.store.session_lock(session_id):
-                yield
-            return
-        if self.locks.busy(session_id):
-            raise SessionBusy(session_id)
-        async with (
-            self.locks.hold(session_id),
-            self.store.session_lock(session_id, wait=False) as held,
-        ):
-            if not held:
-                raise SessionBusy(session_id)
-            yield
-
     async def _trim(self, session_id: str, *, turns: int) -> None:
         """Every K turns, drop all but the thread's latest K checkpoints (never its state)."""
         keep = self.keep_checkpoints
         if keep <= 0 or turns % keep:
             return
         try:
-            await self.retention.trim(session_id, keep=keep)
+            async with self.store.hold(session_id):
+                await self.retention.trim(session_id, keep=keep)
         except Exception:  # noqa: BLE001 - a failed trim is retried K turns later
             log.warning("checkpoint trim failed", exc_info=True, extra={"session_id": session_id})
 
@@ -345,27 +398,27 @@ class SupportService:
         Waits for a running turn of the session to finish; :class:`SessionNotFound` when there
         is no such session.
         """
-        async with self.locks.hold(session_id), self.store.session_lock(session_id):
+        async with self.locks.hold(session_id), self.store.hold(session_id):
             if not await self.retention.delete_session(session_id, actor=actor):
                 raise SessionNotFound(session_id)
         await self.retention.reclaim()
         log.info("session deleted", extra={"session_id": session_id, "actor": actor})
 
     async def _status_changed(
-        self, session_id: str, status: Status, escalation: Escalation | None
+        self, tx: Store, session_id: str, status: Status, escalation: Escalation | None
     ) -> None:
-        """Record a turn's new status; a new escalation goes to the queue (and the webhooks)."""
-        if status != "escalated" or not escalation:
-            await self.events.publish(session_id, "status", {"status": status, "by": "bot"})
+        """Log a turn's new status; a new escalation also goes to the webhooks."""
+        if escalation is None:
+            await self.events.publish(session_id, "status", {"status": status, "by": "bot"}, via=tx)
             return
         reason = str(escalation.get("reason") or "requested_human")
-        await self.store.set_status(session_id, status=status, reason=reason, release=True)
         await self.events.publish(
             session_id,
             "status",
             {"status": status, "by": "bot", "reason": reason, "escalation": escalation},
             webhook="escalated",
             webhook_data={"status": status, "escalation": escalation},
+            via=tx,
         )
 
     async def start_turn(
@@ -422,9 +475,17 @@ class SupportService:
         return SessionView(
             session=row,
             slots=dict(values.get("slots") or {}),
-            escalation=values.get("escalation"),
+            escalation=escalation_of(row, values),
             messages=await self.store.list_messages(session_id),
         )
+
+
+def escalation_of(session: Session, values: SupportState) -> Escalation | None:
+    """The hand-off packet: the session row's. A conversation escalated before the row kept
+    it (an upgraded database) has it only in its checkpoint."""
+    if session.escalation is None and session.status == "escalated":
+        return values.get("escalation")
+    return session.escalation
 
 
 _WORD = re.compile(r"\S+\s*|\s+")

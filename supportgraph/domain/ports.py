@@ -6,15 +6,16 @@ nodes see only these Protocols, and the edges decide which adapter stands behind
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from supportgraph.domain.types import (
     Audience,
     Delivery,
+    Escalation,
     Event,
     Message,
     Note,
@@ -31,13 +32,81 @@ class StoreUnavailable(RuntimeError):
     """The database cannot be reached (the API answers 503; nothing was lost)."""
 
 
-class SessionRepository(Protocol):
-    """Conversations' records, and the lock that makes a session's turns run one at a time."""
+class SessionNotFound(LookupError):
+    """No session with this id (or not one the caller may see)."""
 
-    def session_lock(
-        self, session_id: str, *, wait: bool = True
-    ) -> AbstractAsyncContextManager[bool]:
-        """Hold the session across processes; yields False when ``wait`` is off and it is held."""
+
+class LeaseLost(RuntimeError):
+    """The turn's lease on its session ran out and another holder took it over.
+
+    Nothing the turn produced was stored (its transaction was refused at the fence); the API
+    answers 503 and the customer may send the message again.
+    """
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(f"the turn of session {session_id} lost its lease; nothing was stored")
+        self.session_id = session_id
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A held session: who holds it and its fencing token (checked when the holder commits).
+
+    ``session`` is the row as it was when the lease was granted; ``folded`` holds earlier
+    customer messages whose turns died unanswered (process gone), oldest first, which the
+    holder's turn reads together with its own.
+    """
+
+    session_id: str
+    owner: str
+    token: int
+    session: Session
+    folded: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Deferred(Protocol):
+    """What the graph would have written during a turn, kept for the turn's transaction."""
+
+    def __len__(self) -> int:
+        """How many writes are waiting."""
+        ...
+
+
+class SessionRepository(Protocol):
+    """Conversations' records, and the lease that makes a session's turns run one at a time."""
+
+    def hold(
+        self,
+        session_id: str,
+        *,
+        wait: bool = True,
+        message_id: int | None = None,
+        owner: str | None = None,
+    ) -> AbstractAsyncContextManager[Lease | None]:
+        """Lease the session across processes and hosts, renewed while held, let go at exit.
+
+        Yields None when ``wait`` is off and another holds it. ``message_id``: the stored
+        customer message (stored as pending by ``owner``) this lease answers; it is granted
+        only once every earlier pending message of the session has been answered, so turns run
+        in the order their messages were stored. :class:`SessionNotFound` when there is no
+        such session; :class:`LeaseLost` when the message was answered by another turn.
+        """
+        ...
+
+    def deferring(self) -> AbstractContextManager[Deferred]:
+        """Keep the checkpoints and requests written inside the block for a transaction."""
+        ...
+
+    def transaction(
+        self, lease: Lease | None = None, deferred: Deferred | None = None
+    ) -> AbstractAsyncContextManager[Store]:
+        """Run the block's writes as one transaction, with the deferred writes, committed at
+        exit. With a lease: refused with :class:`LeaseLost` unless the lease still holds, and
+        the lease is let go in the same commit."""
+        ...
+
+    async def pending_turns(self, session_id: str) -> int:
+        """Customer messages of the session stored and still waiting for their turn."""
         ...
 
     async def ping(self) -> None:
@@ -55,12 +124,21 @@ class SessionRepository(Protocol):
         """Record a new conversation."""
         ...
 
-    async def get_session(self, session_id: str) -> Session | None:
-        """The conversation's record, if it exists."""
+    async def get_session(self, session_id: str, *, lock: bool = False) -> Session | None:
+        """The conversation's record, if it exists (``lock``: in a transaction, the row stays
+        locked until the commit)."""
         ...
 
-    async def finish_turn(self, session_id: str, *, status: Status, intent: str | None) -> None:
-        """Record where the conversation stands after a turn."""
+    async def finish_turn(
+        self,
+        session_id: str,
+        *,
+        status: Status,
+        intent: str | None,
+        escalation: Escalation | None = None,
+    ) -> None:
+        """Record where the conversation stands after a turn (a new escalation: its packet
+        and reason, and nobody holds the conversation yet)."""
         ...
 
     async def revoke_tokens(self, session_id: str, *, issued_before_us: int) -> None:
@@ -92,8 +170,10 @@ class SessionRepository(Protocol):
         status: Status,
         release: bool = False,
         reason: str | None = None,
+        clear_escalation: bool = False,
     ) -> None:
-        """Set the session's status (and escalation reason); optionally drop the claim."""
+        """Set the session's status (and escalation reason); optionally drop the claim and the
+        hand-off packet."""
         ...
 
     async def touch_session(self, session_id: str) -> None:
@@ -105,9 +185,20 @@ class Transcript(Protocol):
     """The append-only transcript and the agents' internal notes."""
 
     async def append_message(
-        self, session_id: str, *, role: Role, content: str, author: str | None = None
+        self,
+        session_id: str,
+        *,
+        role: Role,
+        content: str,
+        author: str | None = None,
+        pending_owner: str | None = None,
     ) -> int:
-        """Append one line; return its id."""
+        """Append one line; return its id. ``pending_owner``: a customer message whose turn
+        that owner will run (it waits in the session's queue until answered)."""
+        ...
+
+    async def answered(self, message_ids: list[int], *, failed: bool = False) -> None:
+        """The turn of these customer messages is over (``failed``: it stored no reply)."""
         ...
 
     async def get_message(self, message_id: int) -> Message | None:
@@ -215,6 +306,11 @@ class Store(SessionRepository, Transcript, EventLog, Outbox, RequestSink, AuditS
 
     backend: str
     """Which database: ``sqlite`` or ``postgres``."""
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once this store's writes are committed (at once outside a
+        transaction; never if the transaction rolls back)."""
+        ...
 
 
 class Retention(Protocol):

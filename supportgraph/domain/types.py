@@ -95,6 +95,7 @@ class Session:
     claimed_by: str | None = None
     claimed_at: str | None = None
     escalation_reason: str | None = None
+    escalation: Escalation | None = None
 
 
 @dataclass(frozen=True)

@@ -164,3 +164,51 @@ def test_profile_folds_busy_samples_by_package_and_by_our_function() -> None:
         "search (supportgraph/retrieval.py)": 10,
         "(none: the event loop, the framework or a library)": 5,
     }
+
+
+async def test_slow_stub_model_waits_on_every_call_and_serves_them_at_once() -> None:
+    import asyncio
+    import time
+
+    assert stub_llm.app.state.delay == 0.0, "the other benches' stub answers at once"
+    body = {"model": "stub-model", "messages": [{"role": "user", "content": "hi"}]}
+    transport = httpx.ASGITransport(app=stub_llm.create_app(0.3))
+    async with httpx.AsyncClient(transport=transport, base_url="http://stub") as client:
+        start = time.perf_counter()
+        answers = await asyncio.gather(
+            *(client.post("/v1/chat/completions", json=body) for _ in range(20))
+        )
+        seconds = time.perf_counter() - start
+    assert all(a.status_code == 200 for a in answers)
+    assert 0.3 <= seconds < 1.5, "20 calls wait side by side, not one after another"
+
+
+def test_slow_model_configs_follow_the_flags() -> None:
+    from bench.slow_model import DEFAULT_CONFIGS, configs_to_run
+
+    assert configs_to_run(None, None) == list(DEFAULT_CONFIGS)
+    assert configs_to_run(["postgres"], None) == [("postgres", 1), ("postgres", 2)]
+    assert configs_to_run(None, [1]) == [("postgres", 1), ("sqlite", 1)]
+    assert configs_to_run(["sqlite", "postgres"], [2]) == [("postgres", 2)]
+
+
+@pytest.mark.slow
+def test_slow_model_quick_run_on_sqlite(tmp_path: Path) -> None:
+    from bench import slow_model
+
+    out = slow_model.main(["--quick", "--backend", "sqlite", "--json", str(tmp_path / "s.json")])
+    assert json.loads((tmp_path / "s.json").read_text())["bench"] == "slow_model"
+    config = out["configs"]["SQLite 1w"]
+    solo = config["solo"]
+    assert solo["errors"] == 0 and solo["requests"] == 6
+    assert solo["extra"]["model_calls_per_turn"] >= 1, "FAQ turns ask the model"
+    assert solo["latency_ms"] >= 1000 * out["delay_s"]
+    assert solo["service_cpu_ms_per_turn"] > 0 and solo["cpu"] > 0
+    [run] = config["runs"]
+    assert run["concurrency"] == 8 and run["requests"] == 24
+    assert run["errors"] == 0 and run["extra"]["errors_by_status"] == {}
+    assert run["rate"] > 0 and run["p95_ms"] >= run["p50_ms"] > 0
+    assert run["ceilings"]["latency"] > 0 and run["ceilings"]["cpu"] > 0
+    assert run["share_of_lower"] > 0
+    [target] = out["targets"]
+    assert target["baseline"] > 0

@@ -15,7 +15,7 @@ from tests.evals.provider import API_KEY, RuleProvider
 from tests.utils.servers import clean_env
 
 SUITE = Path(__file__).parent / "suites" / "live.yaml"
-REQUEST_ID = re.compile(r"R-[0-9A-F]{8}")
+REQUEST_ID = re.compile(r"R-[A-Z2-7]{24}")
 
 
 def observations(report: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:

@@ -158,15 +158,16 @@ async def test_both_chat_routes_take_a_server_key_for_its_customers_sessions(
 
 
 @pytest.mark.parametrize("route", CHAT_ROUTES)
-async def test_a_token_revoked_while_its_message_waits_is_refused_on_both_routes(
+async def test_a_token_is_checked_when_its_message_is_stored_on_both_routes(
     app_factory: Any,
     sqlite_backend: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
     route: str,
 ) -> None:
-    """The token is checked under the session's lock, when the message's turn starts: a
-    rotation that lands while the message waits behind another turn refuses it, on both
-    routes alike, with nothing stored."""
+    """The token is checked when the message is stored (its first commit, before it waits
+    behind another turn): a message stored before a rotation is answered, since it was sent
+    with a valid token and is never dropped once stored; the stale token is refused from the
+    rotation on, on both routes alike, with nothing stored."""
     async with app_factory(**sqlite_backend) as client:
         customer = Customer(client)
         await customer.say("hello")
@@ -181,7 +182,7 @@ async def test_a_token_revoked_while_its_message_waits_is_refused_on_both_routes
                 headers={"Authorization": f"Bearer {stale}"},
             )
         )
-        await asyncio.sleep(0.2)  # the message is now waiting for the session
+        await asyncio.sleep(0.2)  # the message is now stored, waiting for the session
         rotated = await client.post(
             f"/api/support/sessions/{customer.session_id}/token",
             headers={"Authorization": f"Bearer {customer.token}"},
@@ -190,9 +191,16 @@ async def test_a_token_revoked_while_its_message_waits_is_refused_on_both_routes
         gate.release.set()
         await running
         response = await waiting
+        refused = await client.post(
+            route,
+            json={"message": "sent after the rotation", "session_id": customer.session_id},
+            headers={"Authorization": f"Bearer {stale}"},
+        )
         customer.token = rotated.json()["session_token"]
         transcript = await customer.transcript()
-    assert response.status_code == 401, response.text
-    assert response.json()["error"]["message"] == "this session token was revoked"
+    assert response.status_code in (200, 202), response.text
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["message"] == "this session token was revoked"
     said = [m["content"] for m in transcript["messages"] if m["role"] == "customer"]
-    assert "a message that waits" not in said
+    assert "a message that waits" in said
+    assert "sent after the rotation" not in said
