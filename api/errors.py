@@ -15,7 +15,7 @@ from starlette.routing import Match
 from api.schemas import ErrorResponse
 from supportgraph.app.handoff import BadCursor, ClaimConflict, NotEscalated
 from supportgraph.app.service import SessionBusy, SessionNotFound, TokenRevoked, TurnLimitReached
-from supportgraph.domain.ports import StoreUnavailable
+from supportgraph.domain.ports import LeaseLost, StoreUnavailable
 
 log = logging.getLogger("supportgraph.api")
 
@@ -156,6 +156,18 @@ def install_error_handlers(app: FastAPI) -> None:
         # 409, not 429: waiting does not help, the session is full for good (no Retry-After).
         return error_response(
             409, str(exc), code="turn_limit_reached", details={"max_turns": exc.limit}
+        )
+
+    @app.exception_handler(LeaseLost)
+    async def _lease_lost(_: Request, exc: LeaseLost) -> JSONResponse:
+        # Another process took the session over while this turn ran: nothing of the turn
+        # was stored (the message was), so sending the message again is safe.
+        log.warning("turn lost its lease", extra={"session_id": exc.session_id})
+        return error_response(
+            503,
+            "this message could not be answered; please send it again",
+            code="lease_lost",
+            headers={"Retry-After": "1"},
         )
 
     @app.exception_handler(StoreUnavailable)

@@ -757,13 +757,16 @@ class SqlStore(ABC):
         )
         return bool(rows)
 
-    async def release_session(self, session_id: str) -> None:
-        """Nobody holds the session any more."""
-        await self._execute(
+    async def release_session(self, session_id: str, *, holder: str | None = None) -> bool:
+        """Nobody holds the session any more; with ``holder``, only if that agent still held
+        it. Whether it was released."""
+        guard, params = (" AND claimed_by = %s", (holder,)) if holder is not None else ("", ())
+        rows = await self._fetch(
             "UPDATE sg_sessions SET claimed_by = NULL, claimed_at = NULL, updated_at = %s"
-            " WHERE id = %s",
-            (self._ts(_now()), session_id),
+            f" WHERE id = %s{guard} RETURNING id",
+            (self._ts(_now()), session_id, *params),
         )
+        return bool(rows)
 
     async def set_status(
         self,

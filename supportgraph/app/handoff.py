@@ -164,14 +164,16 @@ class HandoffService:
     async def release(self, session_id: str, *, agent: str, force: bool = False) -> Session:
         """Let go of the conversation (its holder, or anyone with ``force``)."""
         async with self._locked(session_id) as tx:
-            row = await tx.get_session(session_id)
+            # The row stays locked to the commit, so a claim cannot land between the check and
+            # the write; the write names the holder it checked in any case.
+            row = await tx.get_session(session_id, lock=True)
             if row is None:
                 raise SessionNotFound(session_id)
             if row.claimed_by is None:
                 return row
             if row.claimed_by != agent and not force:
                 raise ClaimConflict(row.claimed_by)
-            await tx.release_session(session_id)
+            await tx.release_session(session_id, holder=row.claimed_by)
             await self.events.publish(
                 session_id, "released", {"agent": row.claimed_by, "by": agent}, via=tx
             )
@@ -252,8 +254,9 @@ class HandoffService:
 
     @staticmethod
     async def _held_by(tx: Store, session_id: str, agent: str) -> Session:
-        """The session, when a person has it and no other agent holds it (under its lease)."""
-        row = await tx.get_session(session_id)
+        """The session, when a person has it and no other agent holds it (under its lease; the
+        row stays locked to the commit, so no claim lands in between)."""
+        row = await tx.get_session(session_id, lock=True)
         if row is None:
             raise SessionNotFound(session_id)
         if row.status != "escalated":

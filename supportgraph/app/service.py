@@ -39,7 +39,7 @@ from supportgraph.domain.pii import (
     slots_for_log,
     with_note,
 )
-from supportgraph.domain.ports import Lease, Retention, SessionNotFound, Store
+from supportgraph.domain.ports import Lease, LeaseLost, Retention, SessionNotFound, Store
 from supportgraph.domain.types import (
     Citation,
     Escalation,
@@ -459,7 +459,7 @@ class SupportService:
     def _finished(self, task: asyncio.Task[Any]) -> None:
         self._background.discard(task)
         error = None if task.cancelled() else task.exception()
-        refused = SessionBusy | TurnLimitReached | TokenRevoked | SessionNotFound
+        refused = SessionBusy | TurnLimitReached | TokenRevoked | SessionNotFound | LeaseLost
         if error is not None and not isinstance(error, refused):
             log.error("background turn failed", exc_info=error)
 

@@ -159,8 +159,9 @@ class SessionRepository(Protocol):
         """Give an escalated session to ``agent`` unless another agent holds it (or ``force``)."""
         ...
 
-    async def release_session(self, session_id: str) -> None:
-        """Nobody holds the session any more."""
+    async def release_session(self, session_id: str, *, holder: str | None = None) -> bool:
+        """Nobody holds the session any more; with ``holder``, only if that agent still held
+        it. Whether it was released."""
         ...
 
     async def set_status(

@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from langchain_core.messages import AIMessage
 
 from tests.handoff.helpers import AgentClient, agent_token
@@ -186,3 +187,42 @@ async def test_claims_one_agent_at_a_time(app_factory: Any, backend: dict[str, A
         await admin.post("/sessions/unknown-session-id/claim", expect=404)
         for body in ({}, {"text": ""}, {"text": "   "}, {"text": "x" * 4001}, {"text": 1}):
             await admin.post(f"/sessions/{sid}/reply", body, expect=422)
+
+
+async def test_a_claim_made_while_a_release_runs_is_kept(
+    app_factory: Any, backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An admin takes the conversation over at the moment its holder lets go of it: the
+    release checked the holder, so it must not erase the new claim. The claim is sent exactly
+    between the release's check and its write (the store call is wrapped to send it there)."""
+    async with app_factory(**backend) as client:
+        alice = AgentClient(client, agent_token(backend, "alice"))
+        admin = AgentClient(client, agent_token(backend, "root", role="admin"))
+        sid = (await escalated_customer(client)).session_id
+        await alice.post(f"/sessions/{sid}/claim")
+        store_class = type(app_of(client).state.service.store)
+        real_release = store_class.release_session
+        taking: list[asyncio.Task[Any]] = []
+
+        async def release_with_a_claim_in_between(self: Any, *args: Any, **kwargs: Any) -> Any:
+            taking.append(
+                asyncio.create_task(
+                    client.post(
+                        f"/api/agent/sessions/{sid}/claim",
+                        params={"force": "true"},
+                        headers=admin.headers,
+                    )
+                )
+            )
+            await asyncio.sleep(0.3)  # the claim's own commit, if nothing holds it back
+            return await real_release(self, *args, **kwargs)
+
+        # On the class: the release runs on the transaction's view of the store.
+        monkeypatch.setattr(store_class, "release_session", release_with_a_claim_in_between)
+        released = await alice.post(f"/sessions/{sid}/release")
+        taken = await taking[0]
+        assert taken.status_code == 200, taken.text
+        assert taken.json()["claimed_by"] == "root"
+        assert released["claimed_by"] in (None, "root")
+        now = await admin.get(f"/sessions/{sid}")
+        assert now["claimed_by"] == "root", "the release erased a later claim"
