@@ -12,12 +12,13 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import httpx
 
 from supportgraph.domain.ports import Outbox
-from supportgraph.domain.types import Delivery
+from supportgraph.domain.types import CrashPoint, Delivery
 from supportgraph.domain.webhooks import (
     EVENT_HEADER,
     IDEMPOTENCY_HEADER,
@@ -35,7 +36,13 @@ class WebhookDispatcher:
     polling for retries."""
 
     def __init__(
-        self, store: Outbox, config: WebhookConfig, *, wake: asyncio.Event, concurrency: int = 8
+        self,
+        store: Outbox,
+        config: WebhookConfig,
+        *,
+        wake: asyncio.Event,
+        concurrency: int = 8,
+        crash: Callable[[CrashPoint], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"WebhookDispatcher concurrency must be at least 1, not {concurrency}")
@@ -43,6 +50,7 @@ class WebhookDispatcher:
         self.config = config
         self.wake = wake
         self.concurrency = concurrency
+        self.crash = crash or (lambda point: None)
         self._slots = asyncio.Semaphore(concurrency)
         self._sending: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
@@ -80,7 +88,7 @@ class WebhookDispatcher:
             await self._slots.acquire()
             try:
                 row = await self.store.claim_due_webhook(
-                    now=datetime.now(UTC), lease=self.config.timeout + 30
+                    now=datetime.now(UTC), lease=self.config.timeout + 5
                 )
             except BaseException:
                 self._slots.release()
@@ -132,6 +140,7 @@ class WebhookDispatcher:
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         if error is None:
+            self.crash("webhook.sent")
             await self.store.webhook_delivered(row.id)
             log.info("webhook delivered", extra=extra)
             return

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from supportgraph.domain.llm import StructuredMethod
+from supportgraph.domain.types import CrashPoint
 from supportgraph.domain.webhooks import WebhookEvent
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +52,11 @@ class Settings(BaseSettings):
     )
     pool_max_lifetime: float = Field(
         default=1800.0, gt=0, description="Replace a pooled connection this old (seconds)."
+    )
+    fault_crash_at: list[CrashPoint] = Field(
+        default_factory=list,
+        description="For fault tests only: the process exits at once (as under kill -9) when"
+        " it reaches one of these write boundaries (see supportgraph/app/faults.py).",
     )
     lease_seconds: float = Field(
         default=15.0,

@@ -16,6 +16,7 @@ from connectors.webhooks import WebhookDispatcher
 from graphs.support import build_graph
 from nodes.context import SupportContext
 from supportgraph.app.events import EventHub
+from supportgraph.app.faults import CrashPoints
 from supportgraph.app.graph import SupportGraph
 from supportgraph.app.handoff import HandoffService
 from supportgraph.app.service import SupportService
@@ -127,6 +128,7 @@ def support_service(
         keep_checkpoints=settings.keep_checkpoints,
         busy_policy=settings.busy_policy,
         max_turns=settings.max_turns_per_session,
+        crash=CrashPoints(settings.fault_crash_at),
     )
 
 
@@ -151,7 +153,7 @@ async def running(
         hub = EventHub(db.store, webhooks=config, heartbeat=settings.sse_heartbeat_seconds)
         support = support_service(settings, db, context, events=hub)
         dispatcher = (
-            WebhookDispatcher(db.store, config, wake=hub.outbox_added)
+            WebhookDispatcher(db.store, config, wake=hub.outbox_added, crash=support.crash)
             if config is not None and deliver_webhooks
             else None
         )

@@ -275,5 +275,8 @@ class HandoffService:
             with self.store.deferring() as deferred:
                 if update is not None:
                     await self.support.graph.update(session_id, update, as_node=AFTER_ESCALATION)
+            self.support.crash("agent.graph_done")
             async with self.store.transaction(lease, deferred) as tx:
                 yield tx
+                self.support.crash("agent.in_commit")
+            self.support.crash("agent.committed")

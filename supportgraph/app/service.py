@@ -31,6 +31,7 @@ from langgraph.types import Durability
 from graphs.state import NodeName, SupportState, TurnOutput
 from nodes.context import SupportContext
 from supportgraph.app.events import EventHub
+from supportgraph.app.faults import CrashPoints
 from supportgraph.app.graph import SupportGraph
 from supportgraph.domain.pii import (
     Redaction,
@@ -154,8 +155,10 @@ class SupportService:
         keep_checkpoints: int = 0,
         busy_policy: Literal["enqueue", "reject"] = "enqueue",
         max_turns: int | None = None,
+        crash: CrashPoints | None = None,
     ) -> None:
         self.graph = graph
+        self.crash = crash or CrashPoints()
         self.context = context
         self.store = store
         self.durability: Durability = durability
@@ -247,11 +250,13 @@ class SupportService:
                 message_id = await self._store_message(
                     session_id, message, owner, token_issued_us, admitted
                 )
+                self.crash("turn.message_stored")
                 out, reply, status = await self._run(lease, message_id, message, redaction)
         else:
             message_id = await self._store_message(
                 session_id, message, owner, token_issued_us, admitted
             )
+            self.crash("turn.message_stored")
             async with (
                 self.locks.hold(session_id),
                 self.store.hold(session_id, message_id=message_id, owner=owner) as lease,
@@ -340,6 +345,7 @@ class SupportService:
         status = out.get("status", "active")
         escalation = out.get("escalation") if status != before.status else None
         new_escalation = escalation if status == "escalated" else None
+        self.crash("turn.graph_done")
         async with self.store.transaction(lease, deferred) as tx:
             await tx.answered([*(m for m, _ in lease.folded), message_id])
             await tx.finish_turn(
@@ -360,6 +366,8 @@ class SupportService:
                 )
             if status != before.status:
                 await self._status_changed(tx, session_id, status, new_escalation)
+            self.crash("turn.in_commit")
+        self.crash("turn.committed")
         await self._trim(session_id, turns=before.turns + 1)
         return out, reply, status
 

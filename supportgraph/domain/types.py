@@ -208,3 +208,24 @@ class AuditEntry(TypedDict):
     reason: str | None
     record_ref: str | None
     request_id: str | None
+
+
+CrashPoint = Literal[
+    "turn.message_stored",
+    "turn.graph_done",
+    "turn.in_commit",
+    "turn.committed",
+    "agent.graph_done",
+    "agent.in_commit",
+    "agent.committed",
+    "webhook.sent",
+]
+"""Where a turn, an agent's action or a webhook delivery can be cut short.
+
+- ``turn.message_stored``: the customer's message is committed, the graph has not run.
+- ``turn.graph_done``: the graph ran (its writes are only in memory), nothing committed.
+- ``turn.in_commit``: inside the turn's transaction, every write sent, not committed.
+- ``turn.committed``: the turn committed, the reply not yet sent to the customer.
+- ``agent.*``: the same boundaries of an agent's reply, release, hand back or resolve.
+- ``webhook.sent``: a receiver took a delivery that is not yet marked delivered.
+"""
