@@ -59,7 +59,7 @@ def rows(kind: str, tmp_path: Path, db: dict[str, str], sql: str, *params: Any) 
         with sqlite3.connect(tmp_path / "sg.sqlite") as conn:
             return conn.execute(sql.replace("%s", "?"), params).fetchall()
     with psycopg.connect(db["SUPPORTGRAPH_DATABASE_URL"]) as conn:
-        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(sql, params).fetchall()
 
 
 class Customer:
