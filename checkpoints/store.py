@@ -258,8 +258,12 @@ class SqlStore(ABC):
                 await self._renew_pending(session_id, owner)
                 renewed = time.monotonic()
             await self._listening()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that lands as the wake-up does, and the cancelled hold would go on to take the
+            # lease and keep it.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), self._poll)
+                async with asyncio.timeout(self._poll):
+                    await wake.wait()
 
     async def _try_acquire(
         self, session_id: str, owner: str, message_id: int | None

@@ -121,7 +121,8 @@ class WebhookDispatcher:
             except Exception as exc:  # noqa: BLE001 - the loop must outlive a database blip
                 log.warning("webhook dispatch failed", extra={"error": str(exc)[:200]})
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.config.poll_seconds)
+                async with asyncio.timeout(self.config.poll_seconds):  # see SqlStore._acquire
+                    await self.wake.wait()
 
     async def _attempt(self, row: Delivery) -> None:
         assert self._client is not None

@@ -133,7 +133,10 @@ class EventHub:
                 if rows:
                     continue
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(subscriber.wake.wait(), self.heartbeat)
+                    # Not wait_for: on Python 3.11 it can swallow the cancellation of a
+                    # stream whose client left, as a wake-up lands.
+                    async with asyncio.timeout(self.heartbeat):
+                        await subscriber.wake.wait()
         finally:
             self._subscribers.discard(subscriber)
 

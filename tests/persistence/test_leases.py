@@ -183,7 +183,8 @@ async def test_cancelled_at_any_point_a_hold_leaves_nothing_held(
             task = asyncio.create_task(hold_forever(b))
             await asyncio.sleep(delay)
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            async with asyncio.timeout(20):
+                await asyncio.gather(task, return_exceptions=True)
             await settle()
             assert await free(a), f"left held after a cancel at {delay * 1000:.1f} ms"
 
@@ -195,7 +196,9 @@ async def test_cancelled_at_any_point_a_hold_leaves_nothing_held(
             holder.cancel()
             await asyncio.sleep(delay)
             waiter.cancel()
-            await asyncio.gather(holder, waiter, return_exceptions=True)
+            # A cancellation the hold swallowed would leave it holding forever: fail instead.
+            async with asyncio.timeout(20):
+                await asyncio.gather(holder, waiter, return_exceptions=True)
             await settle()
             assert await free(a), f"left held after a cancel {delay * 1000:.1f} ms after let-go"
         assert (await lease_row(a))["lease_owner"] is None
