@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,10 @@ import pytest
 import respx
 
 from bench.common import load_profile, load_profile_settings
+from checkpoints import open_persistence
 from graphs.state import MAX_WINDOW
 from tests.conftest import stub_llm_settings
-from tests.utils.chat import Customer, hold_turns
+from tests.utils.chat import Customer, app_of, hold_turns
 from tests.utils.db import fresh_schema
 from tests.utils.openai import COMPLETIONS, requested_tool, tool_call_response
 from tests.utils.servers import clean_env, free_port
@@ -306,3 +308,57 @@ async def test_pooled_connections_killed_by_the_server_are_replaced(
             await customer.say("do you ship abroad?")
             session = await customer.transcript()
     assert len(session["messages"]) == 4
+
+
+async def test_a_turn_whose_lease_was_taken_over_answers_503_and_stores_nothing(
+    app_factory: Any, backend: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A turn stalled past its lease (its renewals never reached the database) while another
+    process took the session over: its commit is refused, the customer gets 503 with the code
+    ``lease_lost``, and of the turn only the customer's message (committed first) is kept."""
+    async with app_factory(**backend) as client:
+        customer = Customer(client)
+        await customer.say("hello")
+        store = app_of(client).state.service.store
+        checkpoints_before = await store._fetch(
+            "SELECT COUNT(*) AS n FROM checkpoints WHERE thread_id = %s", (customer.session_id,)
+        )
+        gate = hold_turns(client, monkeypatch)
+        running = asyncio.create_task(
+            client.post(
+                "/api/support/chat",
+                json={"message": "how much is shipping?", "session_id": customer.session_id},
+                headers={"Authorization": f"Bearer {customer.token}"},
+            )
+        )
+        await gate.entered.wait()
+        await store._execute(
+            "UPDATE sg_sessions SET lease_expires_at = %s WHERE id = %s",
+            (store._ts(datetime(2000, 1, 1, tzinfo=UTC)), customer.session_id),
+        )
+        async with (
+            open_persistence(
+                database_url=backend.get("database_url"),
+                sqlite_path=Path(backend["sqlite_path"]),
+            ) as other,
+            other.store.hold(customer.session_id, wait=False) as taken,
+        ):
+            assert taken is not None, "the other process takes the expired lease"
+            gate.release.set()
+            lost = await running
+        checkpoints_after = await store._fetch(
+            "SELECT COUNT(*) AS n FROM checkpoints WHERE thread_id = %s", (customer.session_id,)
+        )
+        after = await customer.say("are you still there?")
+        session = await customer.transcript()
+    assert lost.status_code == 503, lost.text
+    assert lost.json()["error"]["code"] == "lease_lost"
+    assert lost.headers["Retry-After"] == "1"
+    assert checkpoints_after == checkpoints_before, "no checkpoint of the lost turn"
+    lines = [(m["role"], m["content"]) for m in session["messages"]]
+    assert lines[:3] == [
+        ("customer", "hello"),
+        ("assistant", lines[1][1]),
+        ("customer", "how much is shipping?"),
+    ]
+    assert lines[3:] == [("customer", "are you still there?"), ("assistant", after["reply"])]
