@@ -319,6 +319,7 @@ async def test_a_turn_whose_lease_was_taken_over_answers_503_and_stores_nothing(
     async with app_factory(**backend) as client:
         customer = Customer(client)
         await customer.say("hello")
+        assert customer.session_id is not None
         store = app_of(client).state.service.store
         checkpoints_before = await store._fetch(
             "SELECT COUNT(*) AS n FROM checkpoints WHERE thread_id = %s", (customer.session_id,)
