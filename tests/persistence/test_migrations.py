@@ -17,6 +17,8 @@ import aiosqlite
 import psycopg
 import pytest
 import sqlalchemy.exc
+from psycopg import AsyncConnection
+from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from checkpoints import open_persistence
@@ -146,7 +148,13 @@ def postgres_schema(url: str) -> list[tuple[Any, ...]]:
 
 async def postgres_migrate(url: str, version_locations: list[Path]) -> None:
     """Upgrade the database as the service does, with extra revisions."""
-    async with AsyncConnectionPool(url, min_size=1, open=False) as pool:
+    async with AsyncConnectionPool(
+        url,
+        min_size=1,
+        open=False,
+        connection_class=AsyncConnection[DictRow],
+        kwargs={"row_factory": dict_row},
+    ) as pool:
         await PostgresStore(pool, url).migrate(version_locations=version_locations)
 
 
