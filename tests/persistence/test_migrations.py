@@ -22,6 +22,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from checkpoints import open_persistence
+from checkpoints.migrations import LEGACY_TABLE, MIGRATIONS_POSTGRES, MIGRATIONS_SQLITE
 from checkpoints.schema import head
 from checkpoints.store import PostgresStore, SqliteStore
 from tests.utils.db import fresh_schema
@@ -184,3 +185,65 @@ async def test_postgres_migration_failing_half_way_leaves_the_database_as_it_was
     assert failed == before
     assert ("sg_half", "x", "integer", "YES", None) in after
     assert revision == ["sg_half"]
+
+
+def legacy_sqlite(path: Path, upto: int) -> None:
+    """A file as an earlier release left it: the numbered migrations up to ``upto``."""
+    with sqlite3.connect(path, isolation_level=None) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(LEGACY_TABLE["sqlite"])
+        for version, name, statements in MIGRATIONS_SQLITE[:upto]:
+            db.execute("BEGIN IMMEDIATE")
+            for statement in statements:
+                if statement != "VACUUM":
+                    db.execute(statement)
+            db.execute("INSERT INTO sg_schema_migrations VALUES (?, ?, '')", (version, name))
+            db.execute("COMMIT")
+            if "VACUUM" in statements:
+                db.execute("VACUUM")
+
+
+@pytest.mark.parametrize("upto", [2, 3, 4])
+async def test_sqlite_database_of_an_earlier_release_gets_the_schema_of_a_new_one(
+    tmp_path: Path, upto: int
+) -> None:
+    legacy, fresh = tmp_path / "legacy.sqlite", tmp_path / "fresh.sqlite"
+    legacy_sqlite(legacy, upto)
+    for path in (legacy, fresh):
+        async with open_persistence(database_url=None, sqlite_path=path) as persistence:
+            await persistence.store.ping()
+    assert sqlite_revision(legacy) == [head()]
+    assert sqlite_schema(legacy) == sqlite_schema(fresh)
+    with sqlite3.connect(legacy) as db:
+        assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+
+
+@pytest.mark.parametrize("upto", [2, 3, 4])
+async def test_postgres_database_of_an_earlier_release_gets_the_schema_of_a_new_one(
+    tmp_path: Path, upto: int
+) -> None:
+    unused = tmp_path / "unused.sqlite"
+    with fresh_schema() as legacy, fresh_schema() as fresh:
+        with psycopg.connect(legacy) as conn:
+            conn.execute(LEGACY_TABLE["postgresql"])
+            for version, name, statements in MIGRATIONS_POSTGRES[:upto]:
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO sg_schema_migrations (version, name) VALUES (%s, %s)",
+                    (version, name),
+                )
+        for url in (legacy, fresh):
+            async with open_persistence(database_url=url, sqlite_path=unused) as persistence:
+                await persistence.store.ping()
+        with psycopg.connect(legacy) as conn:
+            revision = [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
+        got, want = unqualified(legacy), unqualified(fresh)
+    assert revision == [head()]
+    assert got == want
+
+
+def unqualified(url: str) -> list[tuple[str, ...]]:
+    """:func:`postgres_schema` without the schema's name (index definitions carry it)."""
+    schema = url.rsplit("search_path%3D", 1)[-1]
+    return [tuple(str(c).replace(schema, "<schema>") for c in row) for row in postgres_schema(url)]
