@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,6 +39,9 @@ BASELINE = "sg0005_baseline"
 VACUUM = "sqlite_vacuum"
 # The key ``checkpoints/alembic/env.py`` reads the connection to migrate from.
 CONNECTION = "connection"
+# Alembic's ``context`` and ``op`` are module-level proxies, one environment at a time: two
+# databases migrated at once in one process (two stores, two threads) would swap them.
+_ALEMBIC = threading.Lock()
 
 
 def head(version_locations: Sequence[Path] = ()) -> str | None:
@@ -72,7 +76,7 @@ def upgrade_sqlite(path: Path, version_locations: Sequence[Path] = ()) -> None:
     """Upgrade the SQLite file at ``path`` to the head, each revision in its own transaction."""
     engine = _sqlite_engine(path)
     try:
-        with engine.connect() as conn:
+        with _ALEMBIC, engine.connect() as conn:
             legacy = _legacy_versions(conn)
             conn.rollback()
             if legacy is not None:
@@ -102,7 +106,7 @@ def upgrade_postgres(conninfo: str, version_locations: Sequence[Path] = ()) -> N
         "postgresql+psycopg://", creator=lambda: psycopg.connect(conninfo), poolclass=NullPool
     )
     try:
-        with engine.begin() as conn:
+        with _ALEMBIC, engine.begin() as conn:
             conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('sg_migrations'))")
             legacy = _legacy_versions(conn)
             if legacy is not None:
