@@ -78,7 +78,7 @@ def upgrade_sqlite(path: Path, version_locations: Sequence[Path] = ()) -> None:
     try:
         with _ALEMBIC, engine.connect() as conn:
             legacy = _legacy_versions(conn)
-            conn.rollback()
+            conn.rollback()  # ends the read's transaction: the migrations begin their own
             if legacy is not None:
                 _complete_legacy_sqlite(conn, legacy)
             cfg = _config(conn, version_locations)
