@@ -1,10 +1,20 @@
-"""Versioned migrations for our own tables (sessions, transcript, requests), per backend.
+"""The numbered migrations (versions 1 to 5) that set up our tables before Alembic, per backend.
 
-Each migration runs once, in order, recorded in ``sg_schema_migrations``. Add a new version at
-the end; never edit one that has shipped.
+They are frozen: Alembic's baseline revision (``checkpoints/alembic/versions``) runs them on a
+fresh database, and :mod:`checkpoints.schema` completes an older database with the versions it
+lacks, each recorded in ``sg_schema_migrations`` as before. A change to the schema is a new
+Alembic revision, never a version here.
 """
 
 from __future__ import annotations
+
+# The record of the numbered versions a database has, keyed by SQLAlchemy's dialect name.
+LEGACY_TABLE = {
+    "sqlite": "CREATE TABLE IF NOT EXISTS sg_schema_migrations"
+    " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)",
+    "postgresql": "CREATE TABLE IF NOT EXISTS sg_schema_migrations (version INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+}
 
 MIGRATIONS_SQLITE: list[tuple[int, str, list[str]]] = [
     (
@@ -281,3 +291,6 @@ MIGRATIONS_POSTGRES.append(
         ],
     )
 )
+
+# By SQLAlchemy's dialect name.
+LEGACY_MIGRATIONS = {"sqlite": MIGRATIONS_SQLITE, "postgresql": MIGRATIONS_POSTGRES}

@@ -16,9 +16,10 @@ import secrets
 import sqlite3
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, cast
 
 import aiosqlite
@@ -34,8 +35,8 @@ from psycopg_pool import AsyncConnectionPool
 
 from checkpoints import deferred as deferral
 from checkpoints.deferred import Deferred, PendingRequest
-from checkpoints.migrations import MIGRATIONS_POSTGRES, MIGRATIONS_SQLITE
 from checkpoints.retry import is_read, retry_once
+from checkpoints.schema import upgrade_postgres, upgrade_sqlite
 from supportgraph.domain.pii import pseudonym
 from supportgraph.domain.ports import Deferred as DeferredWrites
 from supportgraph.domain.ports import Lease, LeaseLost, SessionNotFound, StoreUnavailable
@@ -484,8 +485,9 @@ class SqlStore(ABC):
     async def _insert_returning_id(self, sql: str, params: tuple[Any, ...]) -> int: ...
 
     @abstractmethod
-    async def migrate(self) -> None:
-        """Apply pending migrations."""
+    async def migrate(self, version_locations: Sequence[Path] = ()) -> None:
+        """Upgrade our tables to the newest Alembic revision (``version_locations``: further
+        directories of revisions, beside the package's own)."""
 
     async def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
@@ -1037,37 +1039,19 @@ class SqliteStore(SqlStore):
         writer.is_setup = True
         return writer
 
-    async def migrate(self, migrations: list[tuple[int, str, list[str]]] | None = None) -> None:
-        """Apply pending SQLite migrations, each in one transaction (all of it, or nothing).
+    async def migrate(self, version_locations: Sequence[Path] = ()) -> None:
+        """Upgrade the file's tables, each revision in one transaction (all of it, or nothing).
 
-        ``VACUUM`` cannot run inside a transaction: a migration's ``VACUUM`` runs once its
-        transaction has committed (it only rewrites the file, so running it again is harmless).
+        Alembic runs on a connection of its own in a thread; the shared connection's lock is
+        held meanwhile, so no statement of the service runs on a half-migrated schema.
         """
         async with self.lock:
-            await self.conn.execute(
-                "CREATE TABLE IF NOT EXISTS sg_schema_migrations"
-                " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)"
-            )
-            cur = await self.conn.execute("SELECT version FROM sg_schema_migrations")
-            done = {row[0] for row in await cur.fetchall()}
-            for version, name, statements in migrations or MIGRATIONS_SQLITE:
-                if version in done:
-                    continue
-                await self.conn.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in statements:
-                        if statement != "VACUUM":
-                            await self.conn.execute(statement)
-                    await self.conn.execute(
-                        "INSERT INTO sg_schema_migrations VALUES (?, ?, ?)",
-                        (version, name, _now().isoformat()),
-                    )
-                except BaseException:
-                    await _finish(self.conn.rollback())
-                    raise
-                await self.conn.commit()
-                if "VACUUM" in statements:
-                    await self.conn.execute("VACUUM")
+            cur = await self.conn.execute("PRAGMA database_list")
+            files = {row[1]: row[2] for row in await cur.fetchall()}
+            if not files.get("main"):
+                raise ValueError("SqliteStore.migrate needs a database file, not one in memory")
+            # Shielded: cancelled meanwhile, the lock is still held until the thread is done.
+            await _finish(asyncio.to_thread(upgrade_sqlite, Path(files["main"]), version_locations))
 
 
 async def _finish(step: Coroutine[Any, Any, None]) -> None:
@@ -1294,23 +1278,7 @@ class PostgresStore(SqlStore):
         finally:
             await conn.close()
 
-    async def migrate(self) -> None:
-        """Apply pending PostgreSQL migrations under an advisory lock (safe with many replicas)."""
-        async with self.pool.connection() as conn:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sg_migrations'))")
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS sg_schema_migrations (version INTEGER PRIMARY KEY,"
-                    " name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
-                )
-                cur = await conn.execute("SELECT version FROM sg_schema_migrations")
-                done = {row["version"] for row in await cur.fetchall()}
-                for version, name, statements in MIGRATIONS_POSTGRES:
-                    if version in done:
-                        continue
-                    for statement in statements:
-                        await conn.execute(statement)
-                    await conn.execute(
-                        "INSERT INTO sg_schema_migrations (version, name) VALUES (%s, %s)",
-                        (version, name),
-                    )
+    async def migrate(self, version_locations: Sequence[Path] = ()) -> None:
+        """Upgrade our tables in one transaction, under an advisory lock (safe with many
+        replicas starting at once)."""
+        await asyncio.to_thread(upgrade_postgres, self.conninfo, version_locations)

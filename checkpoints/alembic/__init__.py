@@ -1,0 +1,1 @@
+"""Alembic's script directory for our tables (see :mod:`checkpoints.schema`)."""

@@ -1,0 +1,1 @@
+"""Our tables' revisions, oldest first: ``sg0005_baseline``, then each change to the schema."""
