@@ -379,13 +379,16 @@ class SqlStore(ABC):
             )
         self._wake(session_id)
 
-    async def _free(self, session_id: str, owner: str) -> None:
-        """The let-go statement (and, where other processes wait, their wake-up)."""
-        await self._execute(
+    async def _free(self, session_id: str, owner: str, token: int | None = None) -> bool:
+        """The let-go statement (and, where other processes wait, their wake-up): whether
+        ``owner`` still held the lease (with ``token``: this very grant of it)."""
+        fence, params = (" AND lease_token = %s", (token,)) if token is not None else ("", ())
+        rows = await self._fetch(
             "UPDATE sg_sessions SET lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE id = %s AND lease_owner = %s",
-            (session_id, owner),
+            f" WHERE id = %s AND lease_owner = %s{fence} RETURNING id",
+            (session_id, owner, *params),
         )
+        return bool(rows)
 
     def _wake(self, session_id: str) -> None:
         wake = self._wakeups.pop(session_id, None)
@@ -417,13 +420,13 @@ class SqlStore(ABC):
         after: list[Callable[[], None]] = []
         async with unavailable_as_domain_error(), self._begin() as tx:
             tx._after = after
-            if lease is not None and not await tx._fenced(lease):
+            # The fence and the let-go are one statement: it locks the row to the commit, so
+            # no one takes the lease before this transaction's writes are in.
+            if lease is not None and not await tx._free(lease.session_id, lease.owner, lease.token):
                 raise LeaseLost(lease.session_id)
             if deferred is not None:
                 await tx._write_deferred(cast(Deferred, deferred))
             yield tx
-            if lease is not None:
-                await tx._free(lease.session_id, lease.owner)
         if lease is not None:
             self._committed.add(lease.owner)
             self._wake(lease.session_id)
@@ -437,15 +440,6 @@ class SqlStore(ABC):
     @abstractmethod
     def _checkpoint_writer(self) -> BaseCheckpointSaver[Any]:
         """A checkpoint saver writing through this transaction's connection."""
-
-    async def _fenced(self, lease: Lease) -> bool:
-        """Whether the lease still holds, locking the row until the commit."""
-        rows = await self._fetch(
-            "SELECT lease_token FROM sg_sessions WHERE id = %s AND lease_owner = %s"
-            f" AND lease_token = %s{self._for_update}",
-            (lease.session_id, lease.owner, lease.token),
-        )
-        return bool(rows)
 
     _for_update = ""
 
@@ -964,6 +958,24 @@ class _NoCommit:
         """Left to the transaction the saver writes in."""
 
 
+_EVENT_SQL = (
+    "WITH locked AS (SELECT pg_advisory_xact_lock(hashtext('sg_events'))),"
+    " added AS (INSERT INTO sg_events (session_id, kind, audience, data,"
+    " created_at) SELECT %s, %s, %s, %s::jsonb, %s FROM locked RETURNING id)"
+    " SELECT id, pg_notify(%s, id::text || ' ' || %s) FROM added"
+)
+"""PostgreSQL: take the events lock, insert the event and NOTIFY its id, in one statement.
+
+The row is inserted from the lock's row, so the lock is held before the id is drawn (and
+until the commit): events commit in id order."""
+
+
+def _event_params(
+    session_id: str, kind: str, audience: Audience, data: dict[str, Any], now: datetime
+) -> tuple[Any, ...]:
+    return (session_id, kind, audience, json.dumps(data), now, EVENTS_CHANNEL, session_id)
+
+
 class SqliteStore(SqlStore):
     """The embedded default: one SQLite file (WAL), shared with the checkpoint saver.
 
@@ -1129,14 +1141,16 @@ class PostgresStore(SqlStore):
         assert self._conn is not None, "only a transaction writes deferred checkpoints"
         return AsyncPostgresSaver(self._conn, serde=self._serde)
 
-    async def _free(self, session_id: str, owner: str) -> None:
+    async def _free(self, session_id: str, owner: str, token: int | None = None) -> bool:
         """Let go and wake the other processes' waiters (NOTIFY is sent at commit)."""
-        await self._execute(
+        fence, params = (" AND lease_token = %s", (token,)) if token is not None else ("", ())
+        rows = await self._fetch(
             "WITH freed AS (UPDATE sg_sessions SET lease_owner = NULL, lease_expires_at = NULL"
-            " WHERE id = %s AND lease_owner = %s RETURNING id)"
-            " SELECT pg_notify(%s, id) FROM freed",
-            (session_id, owner, LEASES_CHANNEL),
+            f" WHERE id = %s AND lease_owner = %s{fence} RETURNING id)"
+            " SELECT id, pg_notify(%s, id) FROM freed",
+            (session_id, owner, *params, LEASES_CHANNEL),
         )
+        return bool(rows)
 
     async def _listening(self) -> None:
         """LISTEN for other processes' let-go on a connection of its own (started once)."""
@@ -1214,20 +1228,13 @@ class PostgresStore(SqlStore):
         outbox: list[OutboxItem] | None,
         now: datetime,
     ) -> int:
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('sg_events'))")
-        cur = await conn.execute(
-            "INSERT INTO sg_events (session_id, kind, audience, data, created_at)"
-            " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-            (session_id, kind, audience, json.dumps(data), now),
-        )
+        cur = await conn.execute(_EVENT_SQL, _event_params(session_id, kind, audience, data, now))
         row = await cur.fetchone()
         if row is None:
             raise RuntimeError("INSERT ... RETURNING id returned no row")
-        event_id = int(row["id"])
         for item in outbox or ():
             await conn.execute(*self._outbox_insert(session_id, item, now))
-        await conn.execute("SELECT pg_notify(%s, %s)", (EVENTS_CHANNEL, f"{event_id} {session_id}"))
-        return event_id
+        return int(row["id"])
 
     async def _append_event_alone(
         self, session_id: str, kind: str, audience: Audience, data: dict[str, Any], now: datetime
@@ -1242,12 +1249,7 @@ class PostgresStore(SqlStore):
         async def attempt() -> int:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(
-                    "WITH locked AS (SELECT pg_advisory_xact_lock(hashtext('sg_events'))),"
-                    " added AS (INSERT INTO sg_events (session_id, kind, audience, data,"
-                    " created_at) SELECT %s, %s, %s, %s::jsonb, %s FROM locked RETURNING id)"
-                    " SELECT id, pg_notify(%s, id::text || ' ' || %s) FROM added",
-                    (session_id, kind, audience, json.dumps(data), now)
-                    + (EVENTS_CHANNEL, session_id),
+                    _EVENT_SQL, _event_params(session_id, kind, audience, data, now)
                 )
                 row = await cur.fetchone()
             if row is None:

@@ -395,6 +395,8 @@ class SupportService:
         if keep <= 0 or turns % keep:
             return
         try:
+            # Under the lease: a trim's deletes and a turn's writes of one thread would lock
+            # the same rows in opposite orders (PostgreSQL answers one with a deadlock).
             async with self.store.hold(session_id):
                 await self.retention.trim(session_id, keep=keep)
         except Exception:  # noqa: BLE001 - a failed trim is retried K turns later
