@@ -56,10 +56,13 @@ def legacy_database(backend: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
 class Customer:
     """Talks in one legacy session with a token for it."""
 
-    def __init__(self, client: httpx.AsyncClient, session_id: str) -> None:
+    def __init__(
+        self, client: httpx.AsyncClient, session_id: str, *, secret: str | None = None
+    ) -> None:
         self.client = client
         self.session_id = session_id
-        token = SessionTokens(MANIFEST["secret_key"], ttl=timedelta(days=1)).issue(session_id)
+        key = secret if secret is not None else MANIFEST["secret_key"]
+        token = SessionTokens(key, ttl=timedelta(days=1)).issue(session_id)
         self.headers = {"Authorization": f"Bearer {token}"}
 
     async def say(self, text: str) -> dict[str, Any]:
@@ -70,7 +73,7 @@ class Customer:
         return dict(response.json())
 
     async def session(self) -> dict[str, Any]:
-        """The session as the API returns it."""
+        """The session as the API returns it to its customer."""
         response = await self.client.get(
             f"/api/support/sessions/{self.session_id}", headers=self.headers
         )

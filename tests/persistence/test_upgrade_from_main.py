@@ -18,7 +18,6 @@ import json
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -27,9 +26,9 @@ import httpx
 import psycopg
 import pytest
 
-from api.auth import SessionTokens
 from tests.conftest import make_settings, running_app
 from tests.handoff.helpers import AgentClient, agent_token
+from tests.persistence.test_legacy_checkpoints import Customer
 from tests.test_retention import sql
 from tests.utils.db import base_url, require_postgres
 
@@ -80,31 +79,6 @@ def schema_state(overrides: dict[str, Any]) -> tuple[list[int], set[str]]:
     return versions, {r[0] for r in rows} & LEASE_COLUMNS
 
 
-class Customer:
-    """Talks in one legacy session with a token for it."""
-
-    def __init__(self, client: httpx.AsyncClient, session_id: str) -> None:
-        self.client = client
-        self.session_id = session_id
-        token = SessionTokens(SECRET, ttl=timedelta(days=1)).issue(session_id)
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    async def say(self, text: str) -> dict[str, Any]:
-        """Send a message; the answer's body."""
-        body = {"message": text, "session_id": self.session_id}
-        response = await self.client.post("/api/support/chat", json=body, headers=self.headers)
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-    async def session(self) -> dict[str, Any]:
-        """The session as the API returns it to its customer."""
-        response = await self.client.get(
-            f"/api/support/sessions/{self.session_id}", headers=self.headers
-        )
-        assert response.status_code == 200, response.text
-        return dict(response.json())
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_conversations_left_by_the_previous_release_carry_on(
     backend: str, tmp_path: Path
@@ -116,7 +90,7 @@ async def test_conversations_left_by_the_previous_release_carry_on(
             assert schema_state(overrides) == ([1, 2, 3, 4, 5], LEASE_COLUMNS)
 
             # Asked for the email: the order number given last time is still there.
-            waiting = Customer(client, sessions["awaiting_email"])
+            waiting = Customer(client, sessions["awaiting_email"], secret=SECRET)
             before = await waiting.session()
             assert (before["status"], before["slots"]) == (
                 "awaiting_info",
@@ -129,7 +103,7 @@ async def test_conversations_left_by_the_previous_release_carry_on(
             assert not out["reply"].startswith("Hi, welcome"), "greeted twice"
 
             # A refund was stated and waited for a yes: the yes carries it out, once.
-            refund = Customer(client, sessions["pending_refund"])
+            refund = Customer(client, sessions["pending_refund"], secret=SECRET)
             before = await refund.session()
             assert before["status"] == "awaiting_info"
             assert before["slots"]["order_number"] == "1044"
@@ -145,14 +119,14 @@ async def test_conversations_left_by_the_previous_release_carry_on(
             assert len(requests) == 1, requests
 
             # A free-text question was asked: the answer is taken, then confirmed.
-            ticket = Customer(client, sessions["awaiting_question"])
+            ticket = Customer(client, sessions["awaiting_question"], secret=SECRET)
             out = await ticket.say("does the oak bench come in walnut?")
             assert out["status"] == "awaiting_info" and "?" in out["reply"], out
             out = await ticket.say("yes please")
             assert out["status"] == "resolved", out
 
             # A resolved conversation: the next message is a new topic.
-            resolved = Customer(client, sessions["resolved"])
+            resolved = Customer(client, sessions["resolved"], secret=SECRET)
             out = await resolved.say("how much is shipping?")
             assert out["status"] == "active" and out["citations"], out
             assert out["route"] == ["classify_intent", "handle_faq"]
@@ -166,7 +140,7 @@ async def _escalated_carries_on(
     """With a person who claimed it: still theirs, the packet visible, the bot quiet."""
     alice = AgentClient(client, agent_token(overrides, "legacy-alice"))
     bob = AgentClient(client, agent_token(overrides, "bob"))
-    customer = Customer(client, session_id)
+    customer = Customer(client, session_id, secret=SECRET)
 
     view = await alice.get(f"/sessions/{session_id}")
     assert view["status"] == "escalated"
